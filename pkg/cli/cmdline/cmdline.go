@@ -1,0 +1,92 @@
+// Package cmdline is what the four binaries share about the command line:
+// parsing with kong without exiting from inside, and errors shown as
+// "TOOL: error: ..." with an optional "TOOL: hint: ..." line.
+package cmdline
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/alecthomas/kong"
+)
+
+// Stdio are a tool's standard streams.
+type Stdio struct {
+	In       *os.File
+	Out, Err io.Writer
+}
+
+// OS are the process's own streams.
+func OS() Stdio { return Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr} }
+
+// Error is an error with a hint on how to fix it and the exit code to use.
+type Error struct {
+	Err  error
+	Hint string
+	Code int
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf makes an *Error with an exit code and a hint ("" for none).
+func Errorf(code int, hint, format string, args ...any) *Error {
+	return &Error{Err: fmt.Errorf(format, args...), Hint: hint, Code: code}
+}
+
+// WithHint wraps err with an exit code and a hint.
+func WithHint(err error, code int, hint string) *Error {
+	return &Error{Err: err, Hint: hint, Code: code}
+}
+
+// Report prints err as "TOOL: error: ..." (plus the hint) and returns its
+// exit code (fallback when err carries none).
+func Report(stderr io.Writer, tool string, err error, fallback int) int {
+	fmt.Fprintf(stderr, "%s: error: %v\n", tool, err)
+	var e *Error
+	if errors.As(err, &e) {
+		if e.Hint != "" {
+			fmt.Fprintf(stderr, "%s: hint: %s\n", tool, e.Hint)
+		}
+		if e.Code != 0 {
+			return e.Code
+		}
+	}
+	return fallback
+}
+
+type exitCode int
+
+// Parse parses args into cli with kong. It returns done=true with the exit
+// code when kong has answered by itself (--help, --version) or the command
+// line is wrong (usage: printed with a hint, code usageCode).
+func Parse(tool string, cli any, args []string, stdio Stdio, usageCode int, opts ...kong.Option) (ctx *kong.Context, code int, done bool) {
+	opts = append([]kong.Option{
+		kong.Name(tool),
+		kong.Writers(stdio.Out, stdio.Err),
+		kong.Exit(func(c int) { panic(exitCode(c)) }),
+		kong.UsageOnError(),
+	}, opts...)
+	defer func() {
+		if r := recover(); r != nil {
+			c, ok := r.(exitCode)
+			if !ok {
+				panic(r)
+			}
+			ctx, code, done = nil, int(c), true
+		}
+	}()
+	parser, err := kong.New(cli, opts...)
+	if err != nil {
+		return nil, Report(stdio.Err, tool, err, 70), true
+	}
+	ctx, err = parser.Parse(args)
+	if err != nil {
+		fmt.Fprintf(stdio.Err, "%s: error: %v\n", tool, err)
+		fmt.Fprintf(stdio.Err, "%s: hint: run '%s --help' for usage\n", tool, tool)
+		return nil, usageCode, true
+	}
+	return ctx, 0, false
+}

@@ -1,0 +1,93 @@
+// Package jsctl is the jsctl command line: look inside jsd and steer it.
+package jsctl
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/alecthomas/kong"
+	"github.com/js-toolkit/js/pkg/cli/cmdline"
+	"github.com/js-toolkit/js/pkg/client"
+	"github.com/js-toolkit/js/pkg/rundir"
+	"github.com/js-toolkit/js/pkg/version"
+)
+
+// Exit codes of jsctl's own conditions.
+const (
+	ExitOK          = 0
+	ExitFailed      = 1  // the request failed (error reply)
+	ExitUsage       = 64 // bad flags or arguments
+	ExitUnavailable = 69 // no jsd reachable
+)
+
+// Globals are the flags every subcommand takes.
+type Globals struct {
+	Dir     string           `help:"jsd's runtime directory (default: $JS_DIR, else $XDG_RUNTIME_DIR/js, else /tmp/js-$UID)." placeholder:"DIR"`
+	Socket  string           `help:"jsd's unix socket (default: DIR/jsd.sock)." placeholder:"PATH"`
+	Version kong.VersionFlag `help:"Print the version and exit."`
+}
+
+// CLI is jsctl's command tree.
+type CLI struct {
+	Globals
+	Status StatusCmd `cmd:"" default:"withargs" help:"Show slots and leases (the default command)."`
+}
+
+const description = `jsctl shows what jsd is doing and steers it.
+
+Exit codes: 0 ok, 1 the request failed, 64 usage, 69 no jsd reachable.`
+
+// env is what every subcommand's Run gets.
+type env struct {
+	stdio cmdline.Stdio
+	g     *Globals
+}
+
+func (e *env) paths() rundir.Paths {
+	p := rundir.For(rundir.Resolve(e.g.Dir))
+	if e.g.Socket != "" {
+		p.Socket = e.g.Socket
+	}
+	return p
+}
+
+// dial connects to jsd, with a hint when there is none.
+func (e *env) dial() (*client.Conn, error) {
+	p := e.paths()
+	c, err := client.Dial(p.Socket)
+	if err != nil {
+		if errors.Is(err, client.ErrNoDaemon) {
+			hint := fmt.Sprintf("start one with 'jsd --dir %s &' (or run any 'jsrun -- CMD', which starts one), or point JS_DIR at the directory of a running jsd", p.Dir)
+			if pid := rundir.LockHolder(p.Lock); pid > 0 {
+				hint = fmt.Sprintf("jsd pid %d holds %s but does not answer on %s: is --socket set differently?", pid, p.Dir, p.Socket)
+			}
+			return nil, cmdline.WithHint(fmt.Errorf("no jsd is running in %s", p.Dir), ExitUnavailable, hint)
+		}
+		return nil, cmdline.WithHint(err, ExitUnavailable, "")
+	}
+	return c, nil
+}
+
+// Main runs jsctl and returns its exit code.
+func Main(args []string, stdio cmdline.Stdio) int {
+	var cli CLI
+	ctx, code, done := cmdline.Parse("jsctl", &cli, args, stdio, ExitUsage,
+		kong.Description(description), kong.Vars{"version": "jsctl " + version.Version})
+	if done {
+		return code
+	}
+	e := &env{stdio: stdio, g: &cli.Globals}
+	if err := ctx.Run(e); err != nil {
+		var ex exitError
+		if errors.As(err, &ex) {
+			return int(ex)
+		}
+		return cmdline.Report(stdio.Err, "jsctl", err, ExitFailed)
+	}
+	return ExitOK
+}
+
+// exitError ends jsctl with a code and no message (the output said it all).
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", int(e)) }

@@ -1,0 +1,148 @@
+// Package client talks to jsd over its unix socket with the native protocol.
+// It is what jsrun, jsctl and jsworker use; docs/protocol.md is the contract.
+package client
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/js-toolkit/js/pkg/status"
+	"github.com/js-toolkit/js/pkg/wire"
+)
+
+// Error is an error reply from jsd.
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message + " (" + e.Code + ")" }
+
+// IsCode reports whether err is an error reply with that code.
+func IsCode(err error, code string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}
+
+// ErrNoDaemon wraps dial failures: nothing listens on the socket.
+var ErrNoDaemon = errors.New("no jsd is running there")
+
+// Conn is one connection to jsd, used by one goroutine at a time.
+type Conn struct {
+	nc  net.Conn
+	lr  *wire.LineReader
+	w   *bufio.Writer
+	enc []byte
+}
+
+// Dial connects to jsd's unix socket.
+func Dial(socket string) (*Conn, error) {
+	nc, err := net.DialTimeout("unix", socket, 5*time.Second)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || isConnRefused(err) {
+			return nil, fmt.Errorf("%w (socket %s)", ErrNoDaemon, socket)
+		}
+		return nil, fmt.Errorf("connect to jsd at %s: %w", socket, err)
+	}
+	return &Conn{nc: nc, lr: wire.NewLineReader(nc, wire.MaxLine), w: bufio.NewWriter(nc)}, nil
+}
+
+// Close closes the connection; jsd ends whatever it held.
+func (c *Conn) Close() error { return c.nc.Close() }
+
+// File returns a duplicate of the connection's descriptor (to keep a lease
+// alive in a process that outlives this one).
+func (c *Conn) File() (*os.File, error) { return c.nc.(*net.UnixConn).File() }
+
+// Send writes one message.
+func (c *Conn) Send(m *wire.Msg) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	c.w.Write(b)
+	c.w.Write(wire.CRLF)
+	return c.w.Flush()
+}
+
+// Recv reads one message.
+func (c *Conn) Recv() (*wire.Msg, error) {
+	line, err := c.lr.Next()
+	if err != nil {
+		return nil, fmt.Errorf("connection to jsd lost: %w", err)
+	}
+	var m wire.Msg
+	if err := json.Unmarshal(line, &m); err != nil {
+		return nil, fmt.Errorf("bad reply from jsd: %w", err)
+	}
+	return &m, nil
+}
+
+// call sends a request and returns the reply, or the error reply as *Error.
+func (c *Conn) call(m *wire.Msg) (*wire.Msg, error) {
+	if err := c.Send(m); err != nil {
+		return nil, fmt.Errorf("send to jsd: %w", err)
+	}
+	r, err := c.Recv()
+	if err != nil {
+		return nil, err
+	}
+	if r.Cmd == wire.CmdError {
+		return nil, &Error{Code: r.Code, Message: r.Message}
+	}
+	return r, nil
+}
+
+// Lease is a granted slot lease.
+type Lease struct {
+	ID    uint64
+	Slots int
+	Fifo  string // the pool's FIFO
+	Total int    // the pool's size
+}
+
+// Acquire waits for k slots. timeout < 0 waits forever; 0 does not wait.
+func (c *Conn) Acquire(k int, timeout time.Duration, pid int, command string) (*Lease, error) {
+	m := &wire.Msg{Cmd: wire.CmdAcquire, Slots: k, PID: pid, Command: command}
+	if timeout >= 0 {
+		ms := int64(timeout / time.Millisecond)
+		m.TimeoutMS = &ms
+	}
+	r, err := c.call(m)
+	if err != nil {
+		return nil, err
+	}
+	if r.Cmd != wire.CmdLease {
+		return nil, fmt.Errorf("unexpected reply %q to acquire", r.Cmd)
+	}
+	return &Lease{ID: r.Lease, Slots: r.Slots, Fifo: r.Fifo, Total: r.Total}, nil
+}
+
+// Started tells jsd which process group runs on a lease.
+func (c *Conn) Started(lease uint64, pid int, command string) error {
+	return c.Send(&wire.Msg{Cmd: wire.CmdStarted, Lease: lease, PID: pid, Command: command})
+}
+
+// Release gives a lease back.
+func (c *Conn) Release(lease uint64) error {
+	_, err := c.call(&wire.Msg{Cmd: wire.CmdRelease, Lease: lease})
+	return err
+}
+
+// Status fetches the status document.
+func (c *Conn) Status() (*status.Doc, json.RawMessage, error) {
+	r, err := c.call(&wire.Msg{Cmd: wire.CmdStatus})
+	if err != nil {
+		return nil, nil, err
+	}
+	var d status.Doc
+	if err := json.Unmarshal(r.Status, &d); err != nil {
+		return nil, nil, fmt.Errorf("bad status from jsd: %w", err)
+	}
+	return &d, r.Status, nil
+}

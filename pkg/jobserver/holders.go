@@ -1,0 +1,108 @@
+package jobserver
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Holders scans /proc for processes other than skipPID that hold the file at
+// path open (compared by device and inode, so a renamed or deleted FIFO is
+// still found). A process whose descriptor table cannot be read counts as a
+// holder when it started at or after bornAfter (in clock ticks since boot,
+// /proc/PID/stat field 22; 0 counts every such process): only a process that
+// existed after the FIFO was made can have inherited it.
+func Holders(path string, skipPID int, bornAfter uint64) ([]int, error) {
+	var target syscall.Stat_t
+	if err := syscall.Stat(path, &target); err != nil {
+		return nil, err
+	}
+	d, err := os.Open("/proc")
+	if err != nil {
+		return nil, err
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
+		if err != nil || pid == skipPID {
+			continue
+		}
+		fdDir := "/proc/" + name + "/fd"
+		fds, err := os.ReadDir(fdDir)
+		if err != nil {
+			if os.IsNotExist(err) {
+				continue // gone
+			}
+			if st, ok := StartTime(pid); ok && st >= bornAfter {
+				out = append(out, pid) // cannot tell: assume it holds it
+			}
+			continue
+		}
+		for _, fd := range fds {
+			var st syscall.Stat_t
+			if syscall.Stat(fdDir+"/"+fd.Name(), &st) != nil {
+				continue
+			}
+			if st.Ino == target.Ino && st.Dev == target.Dev {
+				out = append(out, pid)
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// StartTime returns a process's start time in clock ticks since boot
+// (/proc/PID/stat field 22); with the pid it names one process for good.
+func StartTime(pid int) (uint64, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	_, fields, ok := statFields(string(b))
+	if !ok || len(fields) < 20 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(fields[19], 10, 64)
+	return v, err == nil
+}
+
+// Parent returns a process's parent pid and its command name (comm).
+func Parent(pid int) (ppid int, comm string, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, "", false
+	}
+	comm, fields, ok := statFields(string(b))
+	if !ok || len(fields) < 2 {
+		return 0, "", false
+	}
+	ppid, err = strconv.Atoi(fields[1])
+	return ppid, comm, err == nil
+}
+
+// Comm returns a process's command name.
+func Comm(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// statFields splits /proc/PID/stat: the comm in parentheses (which may hold
+// spaces and parentheses) and the fields after it, starting at field 3.
+func statFields(s string) (comm string, fields []string, ok bool) {
+	open := strings.IndexByte(s, '(')
+	end := strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return "", nil, false
+	}
+	return s[open+1 : end], strings.Fields(s[end+1:]), true
+}

@@ -1,0 +1,131 @@
+// Package nesting decides when a process already runs in a slot, so that a
+// nested jsrun borrows that slot instead of taking another token (which
+// could deadlock a full pool), and makes the borrow exclusive.
+//
+// The rule (README "Nesting"): a process that runs in a slot owns it, as
+// make's implicit slot, and lends it to one descendant at a time. Two kinds
+// of process run in a slot:
+//   - the command a jsrun started on a lease or a borrowed slot: jsrun names
+//     itself in $JS_SLOT ("PID:STARTTIME") for its descendants;
+//   - a make recipe, when make takes part in a jobserver (MAKEFLAGS names
+//     one): make runs each recipe in its implicit slot or on a token.
+//
+// A jsrun walks up from itself through its ancestors. The first process it
+// meets that is a recipe (its parent is make) or the $JS_SLOT holder names
+// the slot. The borrow is an abstract unix socket bound under that name: the
+// kernel makes the bind exclusive and frees it when the borrower dies, so a
+// killed borrower leaks nothing.
+package nesting
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/js-toolkit/js/pkg/jobserver"
+)
+
+// EnvSlot names the process whose slot descendants may borrow.
+const EnvSlot = "JS_SLOT"
+
+// Holder identifies one process for good: pid and start time.
+type Holder struct {
+	PID   int
+	Start uint64
+}
+
+func (h Holder) String() string { return strconv.Itoa(h.PID) + ":" + strconv.FormatUint(h.Start, 10) }
+
+// Self is this process as a holder.
+func Self() (Holder, bool) {
+	st, ok := jobserver.StartTime(os.Getpid())
+	return Holder{PID: os.Getpid(), Start: st}, ok
+}
+
+// ParseHolder reads a $JS_SLOT value.
+func ParseHolder(s string) (Holder, bool) {
+	p, st, ok := strings.Cut(s, ":")
+	if !ok {
+		return Holder{}, false
+	}
+	pid, err1 := strconv.Atoi(p)
+	start, err2 := strconv.ParseUint(st, 10, 64)
+	if err1 != nil || err2 != nil || pid <= 0 {
+		return Holder{}, false
+	}
+	return Holder{PID: pid, Start: start}, true
+}
+
+// maxDepth bounds the walk up the process tree.
+const maxDepth = 256
+
+// Find returns the slot this process runs in, if any: the holder named by
+// slotEnv when it is an ancestor, or the nearest make recipe among the
+// ancestors when inMake (MAKEFLAGS names a jobserver).
+func Find(slotEnv string, inMake bool) (Holder, bool) {
+	holder, haveHolder := ParseHolder(slotEnv)
+	if !haveHolder && !inMake {
+		return Holder{}, false
+	}
+	pid := os.Getpid()
+	for depth := 0; pid > 1 && depth < maxDepth; depth++ {
+		start, ok := jobserver.StartTime(pid)
+		if !ok {
+			return Holder{}, false
+		}
+		if haveHolder && pid == holder.PID {
+			if start != holder.Start {
+				return Holder{}, false // pid reused: the holder is gone
+			}
+			return holder, true
+		}
+		ppid, _, ok := jobserver.Parent(pid)
+		if !ok {
+			return Holder{}, false
+		}
+		if inMake && isMake(ppid) {
+			return Holder{PID: pid, Start: start}, true
+		}
+		pid = ppid
+	}
+	return Holder{}, false
+}
+
+func isMake(pid int) bool {
+	switch jobserver.Comm(pid) {
+	case "make", "gmake", "remake":
+		return true
+	}
+	return false
+}
+
+// Borrow is a held borrow of a slot; Close gives it back.
+type Borrow struct{ ln net.Listener }
+
+// ErrTaken means another descendant already borrows that slot.
+var ErrTaken = errors.New("slot already lent")
+
+// TryBorrow takes the slot of h if no other process borrows it now.
+func TryBorrow(h Holder) (*Borrow, error) {
+	name := fmt.Sprintf("@js-slot/%d/%s", os.Getuid(), h)
+	ln, err := net.Listen("unix", name)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, ErrTaken
+		}
+		return nil, err
+	}
+	return &Borrow{ln: ln}, nil
+}
+
+// Close ends the borrow.
+func (b *Borrow) Close() error {
+	if b == nil {
+		return nil
+	}
+	return b.ln.Close()
+}

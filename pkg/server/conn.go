@@ -1,0 +1,172 @@
+package server
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"net"
+	"sync"
+
+	"github.com/js-toolkit/js/pkg/wire"
+)
+
+// outQueue is how many replies a connection may have unsent before jsd
+// gives up on it (a peer that never reads is disconnected, never waited for).
+const outQueue = 4096
+
+// conn is one client connection. The loop owns its scheduler fields; the
+// reader and writer goroutines touch only nc, out and done.
+type conn struct {
+	s    *Server
+	id   uint64
+	nc   net.Conn
+	out  chan []byte
+	done chan struct{}
+	once sync.Once
+
+	// owned by the loop
+	leases  map[uint64]*lease
+	waiters int
+	closed  bool
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	return &conn{
+		s:      s,
+		id:     s.connSeq.Add(1),
+		nc:     nc,
+		out:    make(chan []byte, outQueue),
+		done:   make(chan struct{}),
+		leases: map[uint64]*lease{},
+	}
+}
+
+// close ends the connection once; both goroutines exit.
+func (c *conn) close() {
+	c.once.Do(func() {
+		close(c.done)
+		c.nc.Close()
+	})
+}
+
+// send queues one message without blocking; a full queue closes the
+// connection (the peer is not reading).
+func (c *conn) send(m any) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		c.s.log.Printf("internal: encode reply: %v", err)
+		return
+	}
+	c.sendRaw(append(b, wire.CRLF...))
+}
+
+func (c *conn) sendRaw(b []byte) {
+	select {
+	case <-c.done:
+	case c.out <- b:
+	default:
+		c.s.log.Printf("connection %d does not read its replies: closing it", c.id)
+		c.close()
+	}
+}
+
+func (c *conn) sendError(req json.RawMessage, code, msg string) {
+	c.send(&wire.Msg{Cmd: wire.CmdError, Req: req, Code: code, Message: msg})
+}
+
+func (c *conn) writeLoop() {
+	w := bufio.NewWriterSize(c.nc, 32<<10)
+	for {
+		select {
+		case <-c.done:
+			return
+		case b := <-c.out:
+			if b == nil {
+				w.Flush()
+				c.close()
+				return
+			}
+			if _, err := w.Write(b); err != nil {
+				c.close()
+				return
+			}
+			// Batch whatever else is already queued into one write.
+			for more := true; more; {
+				select {
+				case b = <-c.out:
+					if b == nil {
+						w.Flush()
+						c.close()
+						return
+					}
+					if _, err := w.Write(b); err != nil {
+						c.close()
+						return
+					}
+				default:
+					more = false
+				}
+			}
+			if err := w.Flush(); err != nil {
+				c.close()
+				return
+			}
+		}
+	}
+}
+
+func (c *conn) readLoop() {
+	defer func() {
+		c.close()
+		c.s.events <- event{kind: evClose, c: c}
+	}()
+	lr := wire.NewLineReader(c.nc, wire.MaxLine)
+	for {
+		line, err := lr.Next()
+		if err != nil {
+			if errors.Is(err, wire.ErrLineTooLong) {
+				c.sendError(nil, wire.CodeTooLarge, err.Error())
+				c.closeAfterFlush()
+			}
+			return
+		}
+		if len(trimSpace(line)) == 0 {
+			continue
+		}
+		var m wire.Msg
+		// Bad input is answered through the loop too, so replies keep the
+		// order of the requests.
+		if trimSpace(line)[0] != '{' {
+			m = wire.Msg{Code: wire.CodeBadRequest, Message: "a message must be a JSON object"}
+		} else if err := json.Unmarshal(line, &m); err != nil {
+			m = wire.Msg{Code: wire.CodeBadRequest, Message: "invalid JSON: " + err.Error()}
+		} else if m.Cmd == "" {
+			m = wire.Msg{Req: m.Req, Code: wire.CodeBadRequest, Message: `missing "cmd"`}
+		}
+		select {
+		case c.s.events <- event{kind: evMsg, c: c, m: &m}:
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// closeAfterFlush asks the writer to send what is queued, then close.
+func (c *conn) closeAfterFlush() {
+	select {
+	case c.out <- nil:
+	case <-c.done:
+	default:
+		c.close()
+	}
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\r') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

@@ -1,0 +1,306 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/js-toolkit/js/pkg/jobserver"
+	"github.com/js-toolkit/js/pkg/status"
+	"github.com/js-toolkit/js/pkg/wire"
+)
+
+type eventKind int
+
+const (
+	evOpen eventKind = iota
+	evClose
+	evMsg
+	evReadable
+	evHolders
+	evAbort
+)
+
+type event struct {
+	kind    eventKind
+	c       *conn
+	m       *wire.Msg
+	ok      bool
+	holders int
+}
+
+// reclaimEvery is how often a short pool is checked for leaked tokens.
+const reclaimEvery = 200 * time.Millisecond
+
+// loopState is everything the owner goroutine owns.
+type loopState struct {
+	s *Server
+
+	conns     map[*conn]struct{}
+	clients   int // connections that count against idleness
+	slots     slotState
+	bornAfter uint64 // only processes born after this can hold our FIFO
+
+	watchReq   chan struct{} // asks the token watcher to wait for a token
+	watching   bool
+	checking   bool // a holders scan is in flight
+	lastActive time.Time
+	stopping   bool
+	dirty      bool
+}
+
+func (st *loopState) init(s *Server) {
+	st.s = s
+	st.conns = map[*conn]struct{}{}
+	st.watchReq = make(chan struct{}, 1)
+	st.lastActive = time.Now()
+	st.slots.init(s.cfg.Paths.FIFO, s.cfg.Slots)
+}
+
+func (s *Server) loop(ctx context.Context) error {
+	st := &s.st
+	tick := time.NewTicker(reclaimEvery)
+	defer tick.Stop()
+	deadline := time.NewTimer(time.Hour)
+	defer deadline.Stop()
+	for {
+		// Arm the timer for the earliest waiter deadline.
+		if d, ok := st.slots.nextDeadline(); ok {
+			deadline.Reset(time.Until(d))
+		} else {
+			deadline.Reset(time.Hour)
+		}
+		select {
+		case <-ctx.Done():
+			if st.stopping {
+				return nil
+			}
+			st.beginStop()
+			if st.slots.leasedCount() == 0 {
+				return nil
+			}
+			// Let leases go; a second signal (a second cancel) is the
+			// caller's business: Run returns when they are gone.
+			ctx = context.Background()
+		case ev := <-s.events:
+			if ev.kind == evAbort {
+				return nil
+			}
+			st.handle(ev)
+			// Drain what is queued before publishing once.
+			for more := true; more; {
+				select {
+				case ev = <-s.events:
+					if ev.kind == evAbort {
+						return nil
+					}
+					st.handle(ev)
+				default:
+					more = false
+				}
+			}
+		case <-deadline.C:
+			st.slots.expire(st, time.Now())
+		case now := <-tick.C:
+			st.maybeReclaim()
+			if st.stopping && st.slots.leasedCount() == 0 {
+				return nil
+			}
+			if to := s.cfg.IdleTimeout; to > 0 && st.idle() && now.Sub(st.lastActive) >= to {
+				s.log.Printf("idle for %v: stopping", to)
+				return nil
+			}
+		}
+		st.serve()
+		if st.stopping && st.slots.leasedCount() == 0 {
+			return nil
+		}
+		if !st.idle() {
+			st.lastActive = time.Now()
+		}
+		if st.dirty {
+			st.dirty = false
+			s.publish()
+		}
+	}
+}
+
+// idle: no lease held or awaited and no client connected.
+func (st *loopState) idle() bool {
+	return st.clients == 0 && st.slots.leasedCount() == 0 && len(st.slots.waiters) == 0
+}
+
+func (st *loopState) beginStop() {
+	st.stopping = true
+	for len(st.slots.waiters) > 0 {
+		w := st.slots.waiters[0]
+		st.slots.dropWaiter(st, 0)
+		w.c.sendError(w.req, wire.CodeStopping, "jsd is stopping and grants no new slots")
+	}
+	st.dirty = true
+}
+
+func (st *loopState) closeAll() {
+	for c := range st.conns {
+		c.close()
+	}
+}
+
+func (st *loopState) handle(ev event) {
+	st.dirty = true
+	switch ev.kind {
+	case evOpen:
+		st.conns[ev.c] = struct{}{}
+		st.clients++
+	case evClose:
+		c := ev.c
+		if c.closed {
+			return
+		}
+		c.closed = true
+		delete(st.conns, c)
+		st.clients--
+		st.slots.dropConn(st, c)
+	case evMsg:
+		st.handleMsg(ev.c, ev.m)
+	case evReadable:
+		st.watching = false
+	case evHolders:
+		st.checking = false
+		st.reclaim(ev.holders)
+	}
+}
+
+func (st *loopState) handleMsg(c *conn, m *wire.Msg) {
+	if c.closed {
+		return
+	}
+	switch m.Cmd {
+	case "":
+		c.sendError(m.Req, m.Code, m.Message) // a line the reader could not use
+	case wire.CmdAcquire:
+		st.slots.acquire(st, c, m)
+	case wire.CmdRelease:
+		st.slots.release(st, c, m)
+	case wire.CmdStarted:
+		st.slots.started(c, m)
+	case wire.CmdStatus:
+		doc := st.snapshot()
+		doc.Status = status.Running
+		if st.stopping {
+			doc.Status = status.Stopping
+		}
+		c.send(&wire.Msg{Cmd: wire.CmdStatus, Req: m.Req, Status: mustJSON(doc)})
+	case wire.CmdPing:
+		c.send(&wire.Msg{Cmd: wire.CmdPong, Req: m.Req})
+	default:
+		c.sendError(m.Req, wire.CodeUnknownCmd, "unknown cmd "+strconvQuote(m.Cmd))
+	}
+}
+
+// serve hands tokens from the FIFO to waiters in order.
+func (st *loopState) serve() {
+	need := st.slots.need()
+	if need == 0 {
+		return
+	}
+	if st.slots.fill(st) {
+		st.dirty = true
+	}
+	if st.slots.need() > 0 && !st.watching {
+		st.watching = true
+		st.watchReq <- struct{}{}
+	}
+}
+
+// maybeReclaim starts a holders scan when the pool is short while nothing
+// of ours is out.
+func (st *loopState) maybeReclaim() {
+	if st.checking || st.slots.leasedCount() > 0 || len(st.slots.waiters) > 0 {
+		return
+	}
+	free, err := st.s.pipe.Free()
+	if err != nil || free == st.slots.total {
+		return
+	}
+	st.checking = true
+	path, self, born := st.s.cfg.Paths.FIFO, os.Getpid(), st.bornAfter
+	go func() {
+		h, err := jobserver.Holders(path, self, born)
+		n := len(h)
+		if err != nil {
+			n = -1
+		}
+		st.s.events <- event{kind: evHolders, holders: n}
+	}()
+}
+
+// reclaim restores the pool to exactly N tokens when nobody but jsd holds
+// the FIFO and no lease is out.
+func (st *loopState) reclaim(holders int) {
+	if holders != 0 || st.slots.leasedCount() > 0 || len(st.slots.waiters) > 0 {
+		return
+	}
+	free, err := st.s.pipe.Free()
+	if err != nil {
+		return
+	}
+	n := st.slots.total
+	switch {
+	case free < n:
+		put, _ := st.s.pipe.Put(n - free)
+		st.slots.reclaimed += put
+		st.s.log.Printf("reclaimed %d leaked token(s): the pool holds %d again", put, free+put)
+	case free > n:
+		buf := make([]byte, free-n)
+		got, _ := st.s.pipe.TryTake(buf)
+		st.s.log.Printf("removed %d surplus token(s) someone wrote into the fifo", got)
+	}
+	st.dirty = true
+}
+
+func (st *loopState) snapshot() *status.Doc {
+	doc := st.s.baseDoc()
+	sl := &st.slots
+	free, _ := st.s.pipe.Free()
+	if free > sl.total {
+		free = sl.total
+	}
+	doc.Slots = status.Slots{
+		Total:     sl.total,
+		Free:      free,
+		InUse:     sl.total - free,
+		Waiting:   len(sl.waiters),
+		Leased:    sl.leasedCount(),
+		Reclaimed: sl.reclaimed,
+	}
+	for _, l := range sl.leases {
+		doc.Leases = append(doc.Leases, status.Lease{ID: l.id, PID: l.pid, Slots: l.k, Command: l.command, Since: l.since.UTC().Truncate(time.Millisecond)})
+	}
+	sort.Slice(doc.Leases, func(i, j int) bool { return doc.Leases[i].ID < doc.Leases[j].ID })
+	return &doc
+}
+
+func strconvQuote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// killGroup kills the process group of a lease's command, after checking
+// that pid still names the process that started it (pids are reused).
+func killGroup(pid int, start uint64) {
+	if pid <= 1 {
+		return
+	}
+	if st, ok := jobserver.StartTime(pid); ok && start != 0 && st != start {
+		return
+	}
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+}
+
+var _ = strings.TrimSpace

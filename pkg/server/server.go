@@ -1,0 +1,346 @@
+// Package server is jsd: the daemon that owns the slot pool (a
+// make-compatible jobserver FIFO) and serves clients on its socket.
+//
+// One owner goroutine (loop) holds all scheduler state and is fed by events;
+// connections have a reader and a writer goroutine each; the status file is
+// written from an immutable snapshot. See docs/architecture.md.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/js-toolkit/js/pkg/jobserver"
+	"github.com/js-toolkit/js/pkg/rundir"
+	"github.com/js-toolkit/js/pkg/status"
+)
+
+// Config is what jsd is started with.
+type Config struct {
+	Paths       rundir.Paths
+	Slots       int
+	IdleTimeout time.Duration // 0: never stop when idle
+	Version     string
+	Log         io.Writer // diagnostics; nil: stderr
+}
+
+// Server is one running jsd.
+type Server struct {
+	cfg     Config
+	log     *log.Logger
+	lock    *rundir.Lock
+	pipe    *jobserver.Pipe
+	ln      net.Listener
+	sf      *status.File
+	started time.Time
+
+	events   chan event
+	snap     atomic.Pointer[status.Doc]
+	statusCh chan struct{} // kicks the status writer
+	sfMu     sync.Mutex    // guards sf writes and state
+	state    string        // guarded by sfMu: the daemon state last written
+	wg       sync.WaitGroup
+	connSeq  atomic.Uint64
+
+	// owned by the loop goroutine
+	st loopState
+}
+
+// StartError is a failure before jsd serves; it has been written to the
+// status file as "failed" unless the directory is locked by another jsd.
+type StartError struct{ Err error }
+
+func (e *StartError) Error() string { return e.Err.Error() }
+func (e *StartError) Unwrap() error { return e.Err }
+
+// Start prepares the runtime directory, the lock, the FIFO and the socket.
+// On error nothing is left running. A live jsd in the same directory gives
+// *rundir.ErrLocked and nothing is written.
+func Start(cfg Config) (*Server, error) {
+	if cfg.Log == nil {
+		cfg.Log = os.Stderr
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      log.New(cfg.Log, "jsd: ", 0),
+		started:  time.Now(),
+		events:   make(chan event, 1024),
+		statusCh: make(chan struct{}, 1),
+	}
+	if cfg.Slots < 1 || cfg.Slots > jobserver.MaxSlots {
+		return nil, fmt.Errorf("--slots %d is out of range 1..%d", cfg.Slots, jobserver.MaxSlots)
+	}
+	p := cfg.Paths
+	if err := rundir.Ensure(p.Dir); err != nil {
+		return nil, err
+	}
+	lock, err := rundir.TakeLock(p.Lock)
+	if err != nil {
+		return nil, err
+	}
+	s.lock = lock
+	sf, werr := status.OpenFile(p.Status)
+	if werr != nil {
+		s.log.Printf("warning: %v", werr)
+	}
+	s.sf = sf
+	fail := func(err error) (*Server, error) {
+		s.writeStatus(status.Failed, err.Error())
+		s.cleanup()
+		return nil, &StartError{err}
+	}
+	s.writeStatus(status.Starting, "")
+	if err := s.openPool(); err != nil {
+		return fail(err)
+	}
+	if err := s.listenUnix(); err != nil {
+		return fail(err)
+	}
+	s.st.init(s)
+	s.publish()
+	s.writeStatus(status.Running, "")
+	return s, nil
+}
+
+// openPool creates the FIFO, or reuses one that live processes still hold.
+func (s *Server) openPool() error {
+	path := s.cfg.Paths.FIFO
+	n := s.cfg.Slots
+	reuse := false
+	if jobserver.IsFIFO(path) {
+		holders, err := jobserver.Holders(path, os.Getpid(), 0)
+		if err != nil {
+			return fmt.Errorf("check who holds %s: %w", path, err)
+		}
+		reuse = len(holders) > 0
+		if reuse {
+			s.log.Printf("fifo %s is still held by pid %v: reusing it without re-seeding what they hold", path, holders)
+		}
+	}
+	if !reuse {
+		if err := jobserver.CreateFIFO(path); err != nil {
+			return err
+		}
+	}
+	pipe, err := jobserver.OpenOwner(path)
+	if err != nil {
+		return err
+	}
+	s.pipe = pipe
+	if err := pipe.EnsureCapacity(n); err != nil {
+		return err
+	}
+	if reuse {
+		// Tokens that live holders have taken are theirs; only the
+		// reclaimer may top up, once nobody but us holds the FIFO.
+		free, err := pipe.Free()
+		if err != nil {
+			return err
+		}
+		if free > n {
+			buf := make([]byte, free-n)
+			_, _ = pipe.TryTake(buf)
+		}
+		s.st.bornAfter = 0
+		return nil
+	}
+	if st, ok := jobserver.StartTime(os.Getpid()); ok {
+		s.st.bornAfter = st
+	}
+	put, err := pipe.Put(n)
+	if err != nil || put != n {
+		return fmt.Errorf("seed fifo with %d tokens: wrote %d: %v", n, put, err)
+	}
+	return nil
+}
+
+func (s *Server) listenUnix() error {
+	path := s.cfg.Paths.Socket
+	// We hold the daemon lock: whatever socket is there is stale.
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale socket: %w", err)
+	}
+	old := umask(0o177)
+	ln, err := net.Listen("unix", path)
+	umask(old)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return err
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	s.ln = ln
+	return nil
+}
+
+// Run serves until ctx is done (a clean stop: stop granting, let the leases
+// go, write "stopped") or jsd decides to stop itself (idle timeout).
+func (s *Server) Run(ctx context.Context) error {
+	s.wg.Add(3)
+	go func() { defer s.wg.Done(); s.acceptLoop(s.ln) }()
+	go func() { defer s.wg.Done(); s.statusWriter() }()
+	go func() { defer s.wg.Done(); s.tokenWatcher() }()
+	err := s.loop(ctx)
+	s.writeStatus(status.Stopping, "")
+	s.ln.Close()
+	s.pipe.Interrupt()
+	close(s.st.watchReq)
+	s.st.closeAll()
+	close(s.statusCh)
+	s.wg.Wait()
+	s.cleanup()
+	s.writeStatus(status.Stopped, "")
+	s.lock.Release()
+	return err
+}
+
+// Abort makes Run return at once, leaving held leases behind (their
+// commands keep the tokens they have; nothing new is granted).
+func (s *Server) Abort() {
+	select {
+	case s.events <- event{kind: evAbort}:
+	default:
+		go func() { s.events <- event{kind: evAbort} }()
+	}
+}
+
+func (s *Server) cleanup() {
+	if s.pipe != nil {
+		s.pipe.Close()
+		if holders, err := jobserver.Holders(s.cfg.Paths.FIFO, os.Getpid(), s.st.bornAfter); err == nil && len(holders) == 0 {
+			os.Remove(s.cfg.Paths.FIFO)
+		}
+	}
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	if s.lock != nil && s.sf == nil {
+		s.lock.Release()
+	}
+}
+
+func (s *Server) acceptLoop(ln net.Listener) {
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			s.log.Printf("accept: %v", err)
+			time.Sleep(50 * time.Millisecond) // EMFILE and friends: do not spin
+			continue
+		}
+		c := newConn(s, nc)
+		s.events <- event{kind: evOpen, c: c}
+		s.wg.Add(2)
+		go func() { defer s.wg.Done(); c.readLoop() }()
+		go func() { defer s.wg.Done(); c.writeLoop() }()
+	}
+}
+
+// tokenWatcher waits for tokens in the FIFO when the loop asks and tells it
+// when one may be there.
+func (s *Server) tokenWatcher() {
+	for range s.st.watchReq {
+		ok, err := s.pipe.Wait()
+		if err != nil {
+			s.log.Printf("wait for fifo: %v", err)
+			time.Sleep(100 * time.Millisecond)
+		}
+		select {
+		case s.events <- event{kind: evReadable, ok: ok}:
+		default:
+			// The loop is busy; it will ask again if it still needs tokens.
+			s.events <- event{kind: evReadable, ok: ok}
+		}
+	}
+}
+
+// statusWriter rewrites the status file from the latest snapshot, at most
+// ten times a second.
+func (s *Server) statusWriter() {
+	const minGap = 100 * time.Millisecond
+	var last time.Time
+	for range s.statusCh {
+		if d := time.Until(last.Add(minGap)); d > 0 {
+			time.Sleep(d)
+		}
+		last = time.Now()
+		s.sfMu.Lock()
+		if doc := s.snap.Load(); doc != nil && s.state == status.Running {
+			if err := s.sf.Write(doc); err != nil {
+				s.log.Printf("%v", err)
+			}
+		}
+		s.sfMu.Unlock()
+	}
+}
+
+// writeStatus writes a state change at once, with the latest counts.
+func (s *Server) writeStatus(state, errText string) {
+	if s.sf == nil {
+		return
+	}
+	var doc status.Doc
+	if d := s.snap.Load(); d != nil {
+		doc = *d
+	} else {
+		doc = s.baseDoc()
+	}
+	doc.Status, doc.Error = state, errText
+	s.sfMu.Lock()
+	defer s.sfMu.Unlock()
+	s.state = state
+	if err := s.sf.Write(&doc); err != nil {
+		s.log.Printf("%v", err)
+	}
+}
+
+func (s *Server) baseDoc() status.Doc {
+	return status.Doc{
+		PID:       os.Getpid(),
+		Version:   s.cfg.Version,
+		StartedAt: s.started.UTC().Truncate(time.Millisecond),
+		Socket:    s.cfg.Paths.Socket,
+		FIFO:      s.cfg.Paths.FIFO,
+		Slots:     status.Slots{Total: s.cfg.Slots},
+		Leases:    []status.Lease{},
+	}
+}
+
+// publish stores a fresh snapshot (called by the loop only) and kicks the
+// status writer.
+func (s *Server) publish() {
+	doc := s.st.snapshot()
+	doc.Status = status.Running
+	s.snap.Store(doc)
+	select {
+	case s.statusCh <- struct{}{}:
+	default:
+	}
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+var errStopping = errors.New("jsd is stopping")

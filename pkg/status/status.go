@@ -1,0 +1,141 @@
+// Package status is jsd's status document: what `jsctl status --json` prints
+// and what jsd keeps in its status file (plus a launcher's own keys), and the
+// atomic writer and tolerant reader of that file.
+package status
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Daemon states, in the order a daemon goes through them.
+const (
+	Starting = "starting"
+	Running  = "running"
+	Stopping = "stopping"
+	Stopped  = "stopped"
+	Failed   = "failed"
+)
+
+// Doc is the status document. Field names are an interface (docs/status.md).
+type Doc struct {
+	PID       int       `json:"pid"`
+	Status    string    `json:"status"`
+	Error     string    `json:"error,omitempty"`
+	Version   string    `json:"version"`
+	StartedAt time.Time `json:"started_at"`
+	Socket    string    `json:"socket"`
+	FIFO      string    `json:"fifo"`
+	Host      string    `json:"host,omitempty"`
+	Port      int       `json:"port,omitempty"`
+	Slots     Slots     `json:"slots"`
+	Leases    []Lease   `json:"leases"`
+}
+
+// Slots are the pool's counts.
+type Slots struct {
+	Total     int `json:"total"`
+	InUse     int `json:"in_use"`
+	Free      int `json:"free"`
+	Waiting   int `json:"waiting"`
+	Leased    int `json:"leased"`
+	Reclaimed int `json:"reclaimed"`
+}
+
+// Lease is one granted slot lease.
+type Lease struct {
+	ID      uint64    `json:"id"`
+	PID     int       `json:"pid,omitempty"`
+	Slots   int       `json:"slots"`
+	Command string    `json:"command,omitempty"`
+	Since   time.Time `json:"since"`
+}
+
+// File writes a status file atomically (PATH.tmp, then rename), keeping every
+// key that was in the file when it was opened (a launcher's handshake keys)
+// and overwriting only jsd's own.
+type File struct {
+	path string
+	base map[string]json.RawMessage
+}
+
+// OpenFile reads the keys already in path, if any. A file that does not parse
+// as a JSON object is replaced, and the returned error says so (a warning).
+func OpenFile(path string) (*File, error) {
+	f := &File{path: path, base: map[string]json.RawMessage{}}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return f, nil
+		}
+		return f, fmt.Errorf("read status file: %w", err)
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return f, nil
+	}
+	if err := json.Unmarshal(b, &f.base); err != nil {
+		f.base = map[string]json.RawMessage{}
+		return f, fmt.Errorf("status file %s is not a JSON object (%v): replacing it", path, err)
+	}
+	return f, nil
+}
+
+// Path is the file's path.
+func (f *File) Path() string { return f.path }
+
+// Write replaces the file with the launcher's keys overlaid by v's.
+func (f *File) Write(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if len(f.base) > 0 {
+		var ours map[string]json.RawMessage
+		if err := json.Unmarshal(b, &ours); err != nil {
+			return err
+		}
+		merged := make(map[string]json.RawMessage, len(f.base)+len(ours))
+		for k, v := range f.base {
+			merged[k] = v
+		}
+		for k, v := range ours {
+			merged[k] = v
+		}
+		if b, err = json.Marshal(merged); err != nil {
+			return err
+		}
+	}
+	b = append(b, '\n')
+	tmp := f.path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("write status file: %w", err)
+	}
+	if err := os.Rename(tmp, f.path); err != nil {
+		return fmt.Errorf("write status file: %w", err)
+	}
+	return nil
+}
+
+// Read parses a status file. Unknown keys are ignored; a file that is not a
+// JSON object is an error naming the file.
+func Read(path string) (*Doc, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(b, path)
+}
+
+// Parse parses a status document; name is used in errors.
+func Parse(b []byte, name string) (*Doc, error) {
+	var d Doc
+	if err := json.Unmarshal(b, &d); err != nil {
+		return nil, fmt.Errorf("status file %s: %w", filepath.Base(name), err)
+	}
+	return &d, nil
+}
