@@ -108,14 +108,40 @@ type Lease struct {
 
 // Acquire waits for k slots. timeout < 0 waits forever; 0 does not wait.
 func (c *Conn) Acquire(k int, timeout time.Duration, pid int, command string) (*Lease, error) {
+	if err := c.SendAcquire(k, timeout, pid, command); err != nil {
+		return nil, err
+	}
+	return c.AwaitLease(time.Time{})
+}
+
+// SendAcquire asks for k slots without waiting for the answer.
+func (c *Conn) SendAcquire(k int, timeout time.Duration, pid int, command string) error {
 	m := &wire.Msg{Cmd: wire.CmdAcquire, Slots: k, PID: pid, Command: command}
 	if timeout >= 0 {
 		ms := int64(timeout / time.Millisecond)
 		m.TimeoutMS = &ms
 	}
-	r, err := c.call(m)
+	return c.Send(m)
+}
+
+// ErrNotYet is returned by AwaitLease when its deadline passes first; the
+// request stays queued in jsd.
+var ErrNotYet = errors.New("no answer yet")
+
+// AwaitLease waits for the answer to SendAcquire until deadline (zero:
+// forever).
+func (c *Conn) AwaitLease(deadline time.Time) (*Lease, error) {
+	c.nc.SetReadDeadline(deadline)
+	r, err := c.Recv()
+	c.nc.SetReadDeadline(time.Time{})
 	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, ErrNotYet
+		}
 		return nil, err
+	}
+	if r.Cmd == wire.CmdError {
+		return nil, &Error{Code: r.Code, Message: r.Message}
 	}
 	if r.Cmd != wire.CmdLease {
 		return nil, fmt.Errorf("unexpected reply %q to acquire", r.Cmd)
@@ -145,4 +171,11 @@ func (c *Conn) Status() (*status.Doc, json.RawMessage, error) {
 		return nil, nil, fmt.Errorf("bad status from jsd: %w", err)
 	}
 	return &d, r.Status, nil
+}
+
+// Shutdown asks jsd to stop: it grants nothing new and exits once the leases
+// held now are released.
+func (c *Conn) Shutdown() error {
+	_, err := c.call(&wire.Msg{Cmd: wire.CmdShutdown})
+	return err
 }

@@ -195,6 +195,10 @@ func (st *loopState) handleMsg(c *conn, m *wire.Msg) {
 			doc.Status = status.Stopping
 		}
 		c.send(&wire.Msg{Cmd: wire.CmdStatus, Req: m.Req, Status: mustJSON(doc)})
+	case wire.CmdShutdown:
+		st.s.log.Printf("shutdown requested by a client")
+		c.send(&wire.Msg{Cmd: wire.CmdOK, Req: m.Req})
+		st.beginStop()
 	case wire.CmdPing:
 		c.send(&wire.Msg{Cmd: wire.CmdPong, Req: m.Req})
 	default:

@@ -18,9 +18,10 @@ var ErrLineTooLong = errors.New("line too long")
 
 // LineReader splits a stream into lines ending in LF or CRLF.
 type LineReader struct {
-	r   *bufio.Reader
-	max int
-	buf []byte
+	r    *bufio.Reader
+	max  int
+	buf  []byte
+	done bool // buf holds a line already returned
 }
 
 // NewLineReader reads lines of at most max bytes from r.
@@ -32,15 +33,20 @@ func NewLineReader(r io.Reader, max int) *LineReader {
 func (l *LineReader) Reader() *bufio.Reader { return l.r }
 
 // Next returns the next line without its terminator. The slice is valid until
-// the next call. A final line without a terminator is returned at EOF.
+// the next call. A final line without a terminator is returned at EOF. After
+// an error such as a read deadline, what was read of a line is kept and the
+// next call goes on with it.
 func (l *LineReader) Next() ([]byte, error) {
-	l.buf = l.buf[:0]
+	if l.done {
+		l.buf, l.done = l.buf[:0], false
+	}
 	for {
 		chunk, err := l.r.ReadSlice('\n')
 		if len(l.buf)+len(chunk) > l.max+2 {
 			return nil, fmt.Errorf("%w (over %d bytes)", ErrLineTooLong, l.max)
 		}
 		if err == nil {
+			l.done = true
 			var line []byte
 			if len(l.buf) == 0 {
 				line = chunk
@@ -48,15 +54,14 @@ func (l *LineReader) Next() ([]byte, error) {
 				l.buf = append(l.buf, chunk...)
 				line = l.buf
 			}
-			line = bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'})
-			return line, nil
+			return bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'}), nil
 		}
+		l.buf = append(l.buf, chunk...)
 		if errors.Is(err, bufio.ErrBufferFull) {
-			l.buf = append(l.buf, chunk...)
 			continue
 		}
-		if err == io.EOF && len(l.buf)+len(chunk) > 0 {
-			l.buf = append(l.buf, chunk...)
+		if err == io.EOF && len(l.buf) > 0 {
+			l.done = true
 			return bytes.TrimSuffix(l.buf, []byte{'\r'}), nil
 		}
 		return nil, err

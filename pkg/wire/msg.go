@@ -14,10 +14,12 @@ const (
 	CmdReleased = "released" // jsd -> client: lease given back
 	CmdStarted  = "started"  // client -> jsd: the command of a lease runs as pid/pgid
 	// Reads and controls.
-	CmdStatus = "status" // both ways: ask for, and the status document
-	CmdError  = "error"  // jsd -> client: a request failed
-	CmdPing   = "ping"
-	CmdPong   = "pong"
+	CmdStatus   = "status"   // both ways: ask for, and the status document
+	CmdError    = "error"    // jsd -> client: a request failed
+	CmdShutdown = "shutdown" // client -> jsd: stop (grant nothing new, let leases go)
+	CmdOK       = "ok"       // jsd -> client: a control request was done
+	CmdPing     = "ping"
+	CmdPong     = "pong"
 )
 
 // Error codes carried by CmdError replies.

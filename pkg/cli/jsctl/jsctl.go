@@ -30,7 +30,8 @@ type Globals struct {
 // CLI is jsctl's command tree.
 type CLI struct {
 	Globals
-	Status StatusCmd `cmd:"" default:"withargs" help:"Show slots and leases (the default command)."`
+	Status   StatusCmd   `cmd:"" default:"withargs" help:"Show slots and leases (the default command)."`
+	Shutdown ShutdownCmd `cmd:"" help:"Stop jsd: it grants nothing new and exits once the leases held now are released."`
 }
 
 const description = `jsctl shows what jsd is doing and steers it.
@@ -91,3 +92,16 @@ func Main(args []string, stdio cmdline.Stdio) int {
 type exitError int
 
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", int(e)) }
+
+// ShutdownCmd stops jsd.
+type ShutdownCmd struct{}
+
+// Run implements the command.
+func (c *ShutdownCmd) Run(e *env) error {
+	conn, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Shutdown()
+}

@@ -68,16 +68,42 @@ func (r *run) getSlots() (*held, error) {
 	}
 }
 
+// borrowPoll is how often a jsrun waiting for a token tries again to
+// borrow the slot it runs in (another descendant may have given it back:
+// make's implicit slot works the same way).
+const borrowPoll = 20 * time.Millisecond
+
+// lender is the enclosing slot we may borrow, if any.
+type lender struct {
+	holder nesting.Holder
+	ok     bool
+}
+
+// try borrows the slot for h if it is free now.
+func (l lender) try(h *held) bool {
+	if !l.ok || h.borrow != nil {
+		return false
+	}
+	b, err := nesting.TryBorrow(l.holder)
+	if err != nil {
+		return false
+	}
+	h.borrow = b
+	return true
+}
+
 func (r *run) takeSlots(deadline time.Time) (*held, error) {
 	h := &held{stderr: r.warnf}
 	need := r.cli.Slots
 	mkAuth, inMake := jobserver.ParseMakeflags(os.Getenv("MAKEFLAGS"))
-	if holder, ok := nesting.Find(os.Getenv(nesting.EnvSlot), inMake); ok {
-		if b, err := nesting.TryBorrow(holder); err == nil {
-			h.borrow = b
-			need--
-		}
+	var lend lender
+	lend.holder, lend.ok = nesting.Find(os.Getenv(nesting.EnvSlot), inMake)
+	if lend.try(h) {
+		need--
 	}
+	// Waiting for one token, we keep trying the borrow too: whichever
+	// comes first. (A weighted job waits for its tokens only.)
+	canBorrow := lend.ok && h.borrow == nil && need == 1
 	h.fifo = os.Getenv(envFifo)
 	fmt.Sscan(os.Getenv(envTotal), &h.total)
 	if need == 0 {
@@ -86,20 +112,14 @@ func (r *run) takeSlots(deadline time.Time) (*held, error) {
 		}
 		return h, nil
 	}
-	err := r.fromJSD(h, need, deadline, false)
+	err := r.fromJSD(h, need, deadline, false, canBorrow, lend)
 	if errors.Is(err, client.ErrNoDaemon) && inMake {
 		mk, merr := jobserver.OpenClient(mkAuth)
 		if merr == nil {
-			h.mk, h.mkAuth = mk, mkAuth
-			h.fifo = ""
-			for i := 0; i < need; i++ {
-				if terr := mk.Take(deadline); terr != nil {
-					h.release()
-					if errors.Is(terr, jobserver.ErrTimeout) {
-						return nil, blocked()
-					}
-					return nil, terr
-				}
+			h.mk, h.mkAuth, h.fifo = mk, mkAuth, ""
+			if err := r.fromMake(h, need, deadline, canBorrow, lend); err != nil {
+				h.release()
+				return nil, err
 			}
 			return h, nil
 		}
@@ -110,7 +130,7 @@ func (r *run) takeSlots(deadline time.Time) (*held, error) {
 			h.release()
 			return nil, serr
 		}
-		err = r.fromJSD(h, need, deadline, true)
+		err = r.fromJSD(h, need, deadline, true, canBorrow, lend)
 	}
 	if err != nil {
 		h.release()
@@ -126,12 +146,40 @@ func (r *run) takeSlots(deadline time.Time) (*held, error) {
 	return h, nil
 }
 
+// fromMake takes need tokens from make's pool (the client in h.mk).
+func (r *run) fromMake(h *held, need int, deadline time.Time, canBorrow bool, lend lender) error {
+	for got := 0; got < need; {
+		slice := deadline
+		if canBorrow {
+			slice = time.Now().Add(borrowPoll)
+			if !deadline.IsZero() && deadline.Before(slice) {
+				slice = deadline
+			}
+		}
+		err := h.mk.Take(slice)
+		switch {
+		case err == nil:
+			got++
+		case errors.Is(err, jobserver.ErrTimeout):
+			if canBorrow && lend.try(h) {
+				return nil
+			}
+			if !deadline.IsZero() && !time.Now().Before(deadline) {
+				return blocked()
+			}
+		default:
+			return err
+		}
+	}
+	return nil
+}
+
 func blocked() error {
 	return cmdline.Errorf(ExitBlocked, "", "no free slot before the timeout; nothing was run")
 }
 
 // fromJSD takes a lease of need slots from the jsd of our directory.
-func (r *run) fromJSD(h *held, need int, deadline time.Time, retry bool) error {
+func (r *run) fromJSD(h *held, need int, deadline time.Time, retry, canBorrow bool, lend lender) error {
 	var c *client.Conn
 	var err error
 	for {
@@ -148,14 +196,31 @@ func (r *run) fromJSD(h *held, need int, deadline time.Time, retry bool) error {
 	if !deadline.IsZero() {
 		timeout = max(time.Until(deadline), 0)
 	}
-	lease, err := c.Acquire(need, timeout, os.Getpid(), commandLine(r.cli.Command))
-	if err != nil {
+	if err := c.SendAcquire(need, timeout, os.Getpid(), commandLine(r.cli.Command)); err != nil {
 		c.Close()
 		return err
 	}
-	h.conn, h.lease = c, lease
-	h.fifo, h.total = lease.Fifo, lease.Total
-	return nil
+	for {
+		var until time.Time
+		if canBorrow {
+			until = time.Now().Add(borrowPoll)
+		}
+		lease, err := c.AwaitLease(until)
+		if errors.Is(err, client.ErrNotYet) {
+			if lend.try(h) {
+				c.Close() // jsd drops our place in the queue
+				return nil
+			}
+			continue
+		}
+		if err != nil {
+			c.Close()
+			return err
+		}
+		h.conn, h.lease = c, lease
+		h.fifo, h.total = lease.Fifo, lease.Total
+		return nil
+	}
 }
 
 // autostart starts a jsd for our directory in the background; it stops by
