@@ -28,6 +28,7 @@ type conn struct {
 	leases  map[uint64]*lease
 	waiters int
 	closed  bool
+	worker  bool // registered as a worker (does not count against idleness)
 }
 
 func newConn(s *Server, nc net.Conn) *conn {

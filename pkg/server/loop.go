@@ -40,9 +40,12 @@ const reclaimEvery = 200 * time.Millisecond
 type loopState struct {
 	s *Server
 
-	conns     map[*conn]struct{}
-	clients   int // connections that count against idleness
+	open      map[*conn]struct{}
+	clients   int // connections that count against idleness (not workers)
 	slots     slotState
+	jobs      jobState
+	conns     uint64 // connections accepted, ever
+	protoErrs uint64 // malformed messages answered with an error
 	bornAfter uint64 // only processes born after this can hold our FIFO
 
 	watchReq   chan struct{} // asks the token watcher to wait for a token
@@ -55,10 +58,11 @@ type loopState struct {
 
 func (st *loopState) init(s *Server) {
 	st.s = s
-	st.conns = map[*conn]struct{}{}
+	st.open = map[*conn]struct{}{}
 	st.watchReq = make(chan struct{}, 1)
 	st.lastActive = time.Now()
 	st.slots.init(s.cfg.Paths.FIFO, s.cfg.Slots)
+	st.jobs.init(s.cfg.DeputyRetries, s.cfg.ResultTTL, s.cfg.MaxResults)
 }
 
 func (s *Server) loop(ctx context.Context) error {
@@ -107,6 +111,7 @@ func (s *Server) loop(ctx context.Context) error {
 			st.slots.expire(st, time.Now())
 		case now := <-tick.C:
 			st.maybeReclaim()
+			st.jobs.sweep(now)
 			if st.stopping && st.slots.leasedCount() == 0 {
 				return nil
 			}
@@ -129,9 +134,10 @@ func (s *Server) loop(ctx context.Context) error {
 	}
 }
 
-// idle: no lease held or awaited and no client connected.
+// idle: no lease held or awaited, no job queued or running, and no client
+// connected (workers do not count).
 func (st *loopState) idle() bool {
-	return st.clients == 0 && st.slots.leasedCount() == 0 && len(st.slots.waiters) == 0
+	return st.clients == 0 && st.slots.leasedCount() == 0 && len(st.slots.waiters) == 0 && !st.jobs.busy()
 }
 
 func (st *loopState) beginStop() {
@@ -145,7 +151,7 @@ func (st *loopState) beginStop() {
 }
 
 func (st *loopState) closeAll() {
-	for c := range st.conns {
+	for c := range st.open {
 		c.close()
 	}
 }
@@ -154,17 +160,21 @@ func (st *loopState) handle(ev event) {
 	st.dirty = true
 	switch ev.kind {
 	case evOpen:
-		st.conns[ev.c] = struct{}{}
+		st.open[ev.c] = struct{}{}
 		st.clients++
+		st.conns++
 	case evClose:
 		c := ev.c
 		if c.closed {
 			return
 		}
 		c.closed = true
-		delete(st.conns, c)
-		st.clients--
+		delete(st.open, c)
+		if !c.worker {
+			st.clients--
+		}
 		st.slots.dropConn(st, c)
+		st.jobs.dropPeer(c)
 	case evMsg:
 		st.handleMsg(ev.c, ev.m)
 	case evReadable:
@@ -181,6 +191,7 @@ func (st *loopState) handleMsg(c *conn, m *wire.Msg) {
 	}
 	switch m.Cmd {
 	case "":
+		st.protoErrs++
 		c.sendError(m.Req, m.Code, m.Message) // a line the reader could not use
 	case wire.CmdAcquire:
 		st.slots.acquire(st, c, m)
@@ -202,6 +213,10 @@ func (st *loopState) handleMsg(c *conn, m *wire.Msg) {
 	case wire.CmdPing:
 		c.send(&wire.Msg{Cmd: wire.CmdPong, Req: m.Req})
 	default:
+		if st.handleJobMsg(c, m) {
+			return
+		}
+		st.protoErrs++
 		c.sendError(m.Req, wire.CodeUnknownCmd, "unknown cmd "+strconvQuote(m.Cmd))
 	}
 }
@@ -286,6 +301,10 @@ func (st *loopState) snapshot() *status.Doc {
 		doc.Leases = append(doc.Leases, status.Lease{ID: l.id, PID: l.pid, Slots: l.k, Command: l.command, Since: l.since.UTC().Truncate(time.Millisecond)})
 	}
 	sort.Slice(doc.Leases, func(i, j int) bool { return doc.Leases[i].ID < doc.Leases[j].ID })
+	now := time.Now()
+	doc.Queues = st.jobs.queuesView(now)
+	doc.Workers = st.jobs.workersView()
+	doc.Jobs = st.jobs.recentView()
 	return &doc
 }
 
@@ -308,3 +327,31 @@ func killGroup(pid int, start uint64) {
 }
 
 var _ = strings.TrimSpace
+
+// Metrics are the counters `{"cmd":"metrics"}` returns: deputy's names
+// first (all of them, always), then ours.
+type Metrics struct {
+	UpSince     int64  `json:"up_since"` // ms since the epoch
+	Connections uint64 `json:"connections"`
+	counters
+	ConnectionsOpen int    `json:"connections_open"`
+	LeasesGranted   uint64 `json:"leases_granted"`
+	TokensReclaimed int    `json:"tokens_reclaimed"`
+	ProtocolErrors  uint64 `json:"protocol_errors"`
+	JobsQueued      int    `json:"jobs_queued"`
+	JobsRunning     int    `json:"jobs_running"`
+	Workers         int    `json:"workers"`
+}
+
+func (st *loopState) metrics() *Metrics {
+	m := &Metrics{
+		UpSince: st.s.started.UnixMilli(), Connections: st.conns, counters: st.jobs.c,
+		ConnectionsOpen: len(st.open), LeasesGranted: st.slots.granted, TokensReclaimed: st.slots.reclaimed,
+		ProtocolErrors: st.protoErrs, Workers: len(st.jobs.workers),
+	}
+	for _, n := range st.jobs.running {
+		m.JobsRunning += n
+	}
+	m.JobsQueued = len(st.jobs.live) - m.JobsRunning
+	return m
+}

@@ -31,6 +31,10 @@ type Config struct {
 	IdleTimeout time.Duration // 0: never stop when idle
 	Version     string
 	Log         io.Writer // diagnostics; nil: stderr
+
+	DeputyRetries int           // requeues of a plain deputy job whose worker died; <0: unbounded (deputy's rule)
+	ResultTTL     time.Duration // how long a detached job's result waits for 'jsctl wait'
+	MaxResults    int           // at most this many detached results are kept (the oldest expire first)
 }
 
 // Server is one running jsd.
@@ -68,6 +72,12 @@ func (e *StartError) Unwrap() error { return e.Err }
 func Start(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = os.Stderr
+	}
+	if cfg.ResultTTL <= 0 {
+		cfg.ResultTTL = time.Hour
+	}
+	if cfg.MaxResults <= 0 {
+		cfg.MaxResults = 100000
 	}
 	s := &Server{
 		cfg:      cfg,
@@ -320,6 +330,9 @@ func (s *Server) baseDoc() status.Doc {
 		FIFO:      s.cfg.Paths.FIFO,
 		Slots:     status.Slots{Total: s.cfg.Slots},
 		Leases:    []status.Lease{},
+		Queues:    []status.Queue{},
+		Workers:   []status.Worker{},
+		Jobs:      []status.Job{},
 	}
 }
 

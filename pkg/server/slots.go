@@ -19,6 +19,7 @@ type slotState struct {
 	leases    map[uint64]*lease
 	leaseSeq  uint64
 	reclaimed int
+	granted   uint64
 	buf       []byte
 }
 
@@ -125,6 +126,7 @@ func (sl *slotState) fill(st *loopState) bool {
 
 func (sl *slotState) grant(w *waiter) {
 	sl.leaseSeq++
+	sl.granted++
 	l := &lease{id: sl.leaseSeq, c: w.c, k: w.k, pid: w.pid, command: w.command, since: time.Now()}
 	sl.leases[l.id] = l
 	w.c.leases[l.id] = l

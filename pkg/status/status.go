@@ -35,6 +35,44 @@ type Doc struct {
 	Port      int       `json:"port,omitempty"`
 	Slots     Slots     `json:"slots"`
 	Leases    []Lease   `json:"leases"`
+	Queues    []Queue   `json:"queues"`
+	Workers   []Worker  `json:"workers"`
+	Jobs      []Job     `json:"jobs"` // the most recent jobs that ended, newest first
+	Warnings  []string  `json:"warnings,omitempty"`
+}
+
+// Queue is one job type's queue.
+type Queue struct {
+	Type          string `json:"type"`
+	Queued        int    `json:"queued"`
+	Running       int    `json:"running"`
+	Workers       int    `json:"workers"`
+	NextWaitingMS int64  `json:"next_waiting_ms"` // how long the next job to run has waited
+}
+
+// Worker is one connected worker.
+type Worker struct {
+	ID       uint64    `json:"id"`
+	Types    []string  `json:"types"`
+	Host     string    `json:"host,omitempty"`
+	PID      int       `json:"pid,omitempty"`
+	Busy     int       `json:"busy"`
+	Capacity int       `json:"capacity"`
+	Done     int       `json:"done"`
+	Since    time.Time `json:"since"`
+}
+
+// Job is one job as jsctl shows it (no arg, no result: they may hold secrets).
+type Job struct {
+	ID        string    `json:"id"`
+	Type      string    `json:"type"`
+	State     string    `json:"state"`
+	Priority  int       `json:"priority"`
+	Attempts  int       `json:"attempts"`
+	Submitted time.Time `json:"submitted"`
+	RuntimeMS int64     `json:"runtime_ms,omitempty"`
+	Exit      *int      `json:"exit,omitempty"`
+	Error     string    `json:"error,omitempty"`
 }
 
 // Slots are the pool's counts.

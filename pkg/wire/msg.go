@@ -20,6 +20,23 @@ const (
 	CmdOK       = "ok"       // jsd -> client: a control request was done
 	CmdPing     = "ping"
 	CmdPong     = "pong"
+	CmdAuth     = "auth" // client -> jsd over TCP: present the token first
+
+	// Jobs: deputy's vocabulary ...
+	CmdCanDo   = "can_do"  // worker -> jsd: serve these types
+	CmdDo      = "do"      // client -> jsd: submit; jsd -> worker: run it
+	CmdDid     = "did"     // worker -> jsd: done; jsd -> submitter: done
+	CmdMetrics = "metrics" // both ways: ask for, and the counters
+	// ... extended.
+	CmdQueued    = "queued"    // jsd -> submitter: the job is accepted (ack)
+	CmdFail      = "fail"      // worker -> jsd: the job failed
+	CmdFailed    = "failed"    // jsd -> submitter: the job failed
+	CmdLost      = "lost"      // jsd -> submitter: the job vanished (worker died, retries spent)
+	CmdCancel    = "cancel"    // client -> jsd: cancel a job; jsd -> worker: stop running it
+	CmdCancelled = "cancelled" // jsd -> submitter: the job was cancelled
+	CmdWait      = "wait"      // client -> jsd: send me how this job ends
+	CmdJobs      = "jobs"      // both ways: list jobs
+	CmdWorkers   = "workers"   // both ways: list workers
 )
 
 // Error codes carried by CmdError replies.
@@ -31,6 +48,10 @@ const (
 	CodeNotFound   = "not_found"
 	CodeStopping   = "stopping" // jsd is shutting down and grants nothing new
 	CodeInternal   = "internal"
+	CodeIDExists   = "id_exists"    // a job with that id is queued or running
+	CodeNotYours   = "not_yours"    // a result for a job this worker does not hold
+	CodeAuth       = "unauthorized" // no or wrong token (connection closed)
+	CodeEnded      = "ended"        // the job ended already
 )
 
 // Msg is one native message. Every command uses a subset of the fields; empty
@@ -49,9 +70,33 @@ type Msg struct {
 	Fifo      string `json:"fifo,omitempty"`  // lease: the pool's FIFO, for the command's MAKEFLAGS
 	Total     int    `json:"total,omitempty"` // lease: the pool's size (-jN)
 
+	// Jobs (deputy's fields first, in deputy's order).
+	ID          json.RawMessage `json:"id,omitempty"`
+	Type        string          `json:"type,omitempty"`
+	Types       []string        `json:"types,omitempty"`
+	Arg         json.RawMessage `json:"arg,omitempty"`
+	Res         json.RawMessage `json:"res,omitempty"`
+	Enc         string          `json:"enc,omitempty"` // "base64": res is the base64 of bytes that were not UTF-8
+	Priority    *int            `json:"priority,omitempty"`
+	Retries     *int            `json:"retries,omitempty"`
+	Detach      bool            `json:"detach,omitempty"`
+	Concurrency int             `json:"concurrency,omitempty"`
+	CanCancel   bool            `json:"can_cancel,omitempty"` // can_do: this worker obeys cancel
+	Signal      string          `json:"signal,omitempty"`
+	Error       string          `json:"error,omitempty"`
+	Exit        *int            `json:"exit,omitempty"`
+	State       string          `json:"state,omitempty"`
+	Host        string          `json:"host,omitempty"`
+	Token       string          `json:"token,omitempty"`
+
 	// Errors.
 	Code    string `json:"code,omitempty"`
 	Message string `json:"message,omitempty"`
+
+	// Lists and counters.
+	Metrics json.RawMessage `json:"metrics,omitempty"`
+	Jobs    json.RawMessage `json:"jobs,omitempty"`
+	Workers json.RawMessage `json:"workers,omitempty"`
 
 	// Status document (CmdStatus reply).
 	Status json.RawMessage `json:"status,omitempty"`

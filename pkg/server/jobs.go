@@ -1,0 +1,660 @@
+package server
+
+import (
+	"container/list"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/js-toolkit/js/pkg/queue"
+	"github.com/js-toolkit/js/pkg/status"
+	"github.com/js-toolkit/js/pkg/wire"
+)
+
+// proto is the protocol a job came in on. It decides the retry rule (the
+// seeds' behaviour follows their protocol) and how outcomes are written.
+type proto uint8
+
+const (
+	protoNative proto = iota // native JSON lines with any of our extensions
+	protoDeputy              // a plain deputy "do"
+	protoGloom
+	protoHTTP
+)
+
+// peer is a connection of any protocol as the scheduler sees it. All
+// methods are called from the loop and must not block.
+type peer interface {
+	// sendJob hands j to this peer, a worker.
+	sendJob(j *job)
+	// sendCancel asks this peer, a worker that said it obeys cancel, to
+	// stop running j with sig.
+	sendCancel(j *job, sig string)
+	// sendOutcome tells this peer how j ended (as its submitter, or as one
+	// who waits for it).
+	sendOutcome(j *job, req json.RawMessage)
+}
+
+// outcome is what a worker reported for a job.
+type outcome struct {
+	res   json.RawMessage
+	enc   string
+	err   string
+	exit  *int
+	state queue.State
+}
+
+// job is the scheduler's record of one job.
+type job struct {
+	queue.Job
+	proto   proto
+	owner   peer // the submitter; nil when detached
+	worker  *worker
+	out     *outcome
+	waiters []jobWaiter
+	gone    bool // ended and reported while its worker still runs it
+}
+
+type jobWaiter struct {
+	p   peer
+	req json.RawMessage
+}
+
+// RawID is the id as it goes on the wire.
+func (j *job) RawID() json.RawMessage {
+	if j.NumID {
+		return json.RawMessage(j.ID)
+	}
+	b, _ := json.Marshal(j.ID)
+	return b
+}
+
+// worker is a peer that serves job types.
+type worker struct {
+	p         peer
+	id        uint64
+	types     []string
+	capacity  int
+	canCancel bool
+	running   map[string]*job
+	elems     map[string]*list.Element // its place in each type's idle list
+	done      int
+	host      string
+	pid       int
+	since     time.Time
+	proto     proto
+}
+
+// counters are the job metrics (deputy's names plus ours).
+type counters struct {
+	WorkersAdded   int64 `json:"workers_added"`
+	JobsAdded      int64 `json:"jobs_added"`
+	JobsDispatched int64 `json:"jobs_dispatched"`
+	JobsDone       int64 `json:"jobs_done"`
+	JobsFailed     int64 `json:"jobs_failed"`
+	JobsCancelled  int64 `json:"jobs_cancelled"`
+	JobsLost       int64 `json:"jobs_lost"`
+	JobsReassigned int64 `json:"jobs_reassigned"`
+	ResultsExpired int64 `json:"results_expired"`
+}
+
+// jobState is the job half of the scheduler, owned by the loop.
+type jobState struct {
+	store    queue.Store
+	live     map[string]*job // queued or running (or cancelled, still on its worker)
+	workers  map[peer]*worker
+	idle     map[string]*list.List // type -> workers with free capacity, longest idle first
+	owned    map[peer]map[string]*job
+	running  map[string]int // type -> running jobs
+	detached map[string]*job
+	kept     []*job // detached results in the order they ended (for expiry)
+	recent   []*job // the last jobs that ended, newest last
+	seq      uint64 // assigned ids
+	arrival  uint64 // arrival order of jobs
+	wseq     uint64
+	c        counters
+
+	deputyRetries int // -1: unbounded, as deputy
+	resultTTL     time.Duration
+	maxKept       int
+}
+
+const recentJobs = 20
+
+func (js *jobState) init(deputyRetries int, ttl time.Duration, maxKept int) {
+	js.store = queue.NewMemory()
+	js.live = map[string]*job{}
+	js.workers = map[peer]*worker{}
+	js.idle = map[string]*list.List{}
+	js.owned = map[peer]map[string]*job{}
+	js.running = map[string]int{}
+	js.detached = map[string]*job{}
+	js.deputyRetries, js.resultTTL, js.maxKept = deputyRetries, ttl, maxKept
+}
+
+// busy reports whether any job is queued or running (for idleness).
+func (js *jobState) busy() bool { return len(js.live) > 0 }
+
+// submission is a job as a protocol adapter hands it in.
+type submission struct {
+	id       json.RawMessage // nil: assign one
+	typ      string
+	priority int
+	retries  int
+	detach   bool
+	arg      json.RawMessage
+	proto    proto
+}
+
+// canonID turns a wire id into its canonical key. Strings and numbers are
+// ids; "5" and 5 name the same job.
+func canonID(raw json.RawMessage) (id string, num bool, err error) {
+	if len(raw) == 0 {
+		return "", false, nil
+	}
+	switch raw[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", false, err
+		}
+		if s == "" {
+			return "", false, fmt.Errorf("id must not be empty")
+		}
+		return s, false, nil
+	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		var n json.Number
+		if err := json.Unmarshal(raw, &n); err != nil {
+			return "", false, err
+		}
+		return n.String(), true, nil
+	}
+	return "", false, fmt.Errorf("id must be a string or a number")
+}
+
+// submit queues a job for p (nil owner when detached). It returns the job,
+// or an error code and message.
+func (js *jobState) submit(p peer, s submission) (*job, string, string) {
+	if s.typ == "" {
+		return nil, wire.CodeBadRequest, `missing "type"`
+	}
+	id, num, err := canonID(s.id)
+	if err != nil {
+		return nil, wire.CodeBadRequest, "bad id: " + err.Error()
+	}
+	if id == "" {
+		for {
+			js.seq++
+			id = "j" + strconv.FormatUint(js.seq, 10)
+			if js.live[id] == nil && js.detached[id] == nil {
+				break
+			}
+		}
+	}
+	if js.live[id] != nil {
+		return nil, wire.CodeIDExists, fmt.Sprintf("a job with id %s is queued or running", id)
+	}
+	if old := js.detached[id]; old != nil {
+		// An unfetched detached result under that id: the id is not free.
+		return nil, wire.CodeIDExists, fmt.Sprintf("job %s ended and its result waits for 'jsctl wait %s'", id, id)
+	}
+	if len(s.arg) == 0 {
+		s.arg = json.RawMessage("null")
+	}
+	j := &job{Job: queue.Job{ID: id, NumID: num, Type: s.typ, Arg: s.arg,
+		Priority: int32(s.priority), Retries: int32(s.retries), Submitted: time.Now().UnixNano()},
+		proto: s.proto}
+	j.Data = j
+	js.arrival++
+	j.Seq = js.arrival
+	if !s.detach {
+		j.owner = p
+		m := js.owned[p]
+		if m == nil {
+			m = map[string]*job{}
+			js.owned[p] = m
+		}
+		m[id] = j
+	}
+	js.live[id] = j
+	js.c.JobsAdded++
+	return j, "", ""
+}
+
+// enqueue puts a submitted or requeued job where it belongs: straight to an
+// idle worker when none of its type waits, else into the store.
+func (js *jobState) enqueue(j *job) {
+	j.State = queue.Queued
+	if l := js.idle[j.Type]; l != nil && l.Len() > 0 && js.store.Len(j.Type) == 0 {
+		js.assign(l.Front().Value.(*worker), j)
+		return
+	}
+	js.store.Push(&j.Job)
+}
+
+// assign gives j to w.
+func (js *jobState) assign(w *worker, j *job) {
+	j.State = queue.Running
+	j.worker = w
+	j.Attempts++
+	j.Started = time.Now().UnixNano()
+	w.running[j.ID] = j
+	js.running[j.Type]++
+	js.c.JobsDispatched++
+	if len(w.running) >= w.capacity {
+		js.setBusy(w)
+	} else {
+		js.rotate(w)
+	}
+	w.p.sendJob(j)
+}
+
+// best is the next job among w's types: highest priority, then oldest.
+func (js *jobState) best(w *worker) *job {
+	var best *queue.Job
+	for _, t := range w.types {
+		if q := js.store.Peek(t); q != nil && (best == nil || queue.Before(q, best)) {
+			best = q
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	return best.Data.(*job)
+}
+
+// fill gives w jobs while it has room, and marks it idle when none wait.
+func (js *jobState) fill(w *worker) {
+	for len(w.running) < w.capacity {
+		j := js.best(w)
+		if j == nil {
+			js.setIdle(w)
+			return
+		}
+		js.store.Remove(&j.Job)
+		js.assign(w, j)
+	}
+}
+
+func (js *jobState) setIdle(w *worker) {
+	for _, t := range w.types {
+		if _, ok := w.elems[t]; ok {
+			continue
+		}
+		l := js.idle[t]
+		if l == nil {
+			l = list.New()
+			js.idle[t] = l
+		}
+		w.elems[t] = l.PushBack(w)
+	}
+}
+
+func (js *jobState) setBusy(w *worker) {
+	for t, e := range w.elems {
+		js.idle[t].Remove(e)
+		delete(w.elems, t)
+	}
+}
+
+// rotate moves w to the back of its idle lists: idle workers are served in
+// turn.
+func (js *jobState) rotate(w *worker) {
+	for t, e := range w.elems {
+		js.idle[t].MoveToBack(e)
+	}
+}
+
+// register makes p a worker of types (added to those it had).
+func (js *jobState) register(p peer, types []string, capacity int, canCancel bool, pr proto, host string, pid int) *worker {
+	w := js.workers[p]
+	if w == nil {
+		js.wseq++
+		w = &worker{p: p, id: js.wseq, running: map[string]*job{}, elems: map[string]*list.Element{}, since: time.Now(), proto: pr}
+		js.workers[p] = w
+		js.c.WorkersAdded++
+	}
+	if capacity > 0 {
+		w.capacity = capacity
+	} else if w.capacity == 0 {
+		w.capacity = 1 // deputy's rule: one job at a time
+	}
+	w.canCancel = w.canCancel || canCancel
+	if host != "" {
+		w.host = host
+	}
+	if pid > 0 {
+		w.pid = pid
+	}
+	for _, t := range types {
+		if t != "" && !contains(w.types, t) {
+			w.types = append(w.types, t)
+		}
+	}
+	js.setBusy(w) // re-enter the idle lists with the new types
+	js.fill(w)
+	return w
+}
+
+// setTypes replaces a worker's types (gloom's re-join switches type).
+func (js *jobState) setTypes(p peer, types []string, pr proto) {
+	if w := js.workers[p]; w != nil {
+		js.setBusy(w)
+		w.types = nil
+	}
+	js.register(p, types, 1, false, pr, "", 0)
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// result records what worker p reported for job id.
+func (js *jobState) result(p peer, id string, o *outcome) (string, string) {
+	w := js.workers[p]
+	var j *job
+	if w != nil {
+		j = w.running[id]
+	}
+	if j == nil {
+		return wire.CodeNotYours, fmt.Sprintf("this connection does not hold job %s", id)
+	}
+	delete(w.running, id)
+	js.running[j.Type]--
+	w.done++
+	j.worker = nil
+	if j.gone {
+		delete(js.live, j.ID) // cancelled: reported already, the answer is dropped
+	} else {
+		js.finish(j, o)
+	}
+	js.fill(w)
+	return "", ""
+}
+
+// finish ends j with o and tells whoever waits for it.
+func (js *jobState) finish(j *job, o *outcome) {
+	j.State = o.state
+	j.Ended = time.Now().UnixNano()
+	j.out = o
+	switch o.state {
+	case queue.Done:
+		js.c.JobsDone++
+	case queue.Failed:
+		js.c.JobsFailed++
+	case queue.Cancelled:
+		js.c.JobsCancelled++
+	case queue.Lost:
+		js.c.JobsLost++
+	}
+	if j.worker != nil {
+		j.gone = true // its worker still runs it: keep the id until it answers
+	} else {
+		delete(js.live, j.ID)
+	}
+	delivered := false
+	if j.owner != nil {
+		j.owner.sendOutcome(j, nil)
+		if m := js.owned[j.owner]; m != nil {
+			delete(m, j.ID)
+		}
+		delivered = true
+	}
+	for _, w := range j.waiters {
+		w.p.sendOutcome(j, w.req)
+		delivered = true
+	}
+	j.waiters = nil
+	if j.owner == nil && !delivered {
+		js.detached[j.ID] = j
+		js.kept = append(js.kept, j)
+		if len(js.kept) > js.maxKept {
+			js.expire(js.kept[0])
+		}
+	}
+	js.recent = append(js.recent, j)
+	if len(js.recent) > 2*recentJobs {
+		js.recent = append(js.recent[:0], js.recent[len(js.recent)-recentJobs:]...)
+	}
+}
+
+// expire drops a kept detached result.
+func (js *jobState) expire(j *job) {
+	if js.detached[j.ID] == j {
+		delete(js.detached, j.ID)
+		js.c.ResultsExpired++
+	}
+	js.kept = js.kept[1:]
+}
+
+// sweep expires detached results older than the TTL.
+func (js *jobState) sweep(now time.Time) {
+	cut := now.Add(-js.resultTTL).UnixNano()
+	for len(js.kept) > 0 {
+		j := js.kept[0]
+		if js.detached[j.ID] == j && j.Ended > cut {
+			return
+		}
+		js.expire(j)
+	}
+}
+
+// cancel cancels a queued or running job.
+func (js *jobState) cancel(id, sig string) (string, string) {
+	j := js.live[id]
+	if j == nil || j.gone {
+		if js.detached[id] != nil || j != nil {
+			return wire.CodeEnded, fmt.Sprintf("job %s has ended already", id)
+		}
+		return wire.CodeNotFound, fmt.Sprintf("no job %s is queued or running", id)
+	}
+	if j.State == queue.Queued {
+		js.store.Remove(&j.Job)
+	} else if j.worker != nil && j.worker.canCancel {
+		j.worker.p.sendCancel(j, sig)
+	}
+	js.finish(j, &outcome{state: queue.Cancelled, err: "cancelled"})
+	return "", ""
+}
+
+// wait sends p how job id ends (at once if it has ended).
+func (js *jobState) wait(p peer, id string, req json.RawMessage) (string, string) {
+	if j := js.live[id]; j != nil && !j.gone {
+		j.waiters = append(j.waiters, jobWaiter{p: p, req: req})
+		return "", ""
+	}
+	if j := js.detached[id]; j != nil {
+		p.sendOutcome(j, req)
+		delete(js.detached, id) // fetched: the id is free again
+		return "", ""
+	}
+	for i := len(js.recent) - 1; i >= 0; i-- {
+		if j := js.recent[i]; j.ID == id {
+			p.sendOutcome(j, req)
+			return "", ""
+		}
+	}
+	return wire.CodeNotFound, fmt.Sprintf("no job %s (never submitted, or its result was fetched or expired)", id)
+}
+
+// dropPeer ends everything a closed connection had: as a submitter, its
+// queued jobs are removed and its running jobs cancelled on their workers;
+// as a worker, the jobs it ran are requeued or lost; as a waiter, it waits
+// no more.
+func (js *jobState) dropPeer(p peer) {
+	for _, j := range js.owned[p] {
+		j.owner = nil
+		if j.State == queue.Queued {
+			js.store.Remove(&j.Job)
+		} else if j.worker != nil && j.worker.canCancel {
+			j.worker.p.sendCancel(j, "TERM")
+		}
+		j.waiters = dropWaiters(j.waiters, p)
+		js.finishQuietly(j)
+	}
+	delete(js.owned, p)
+	for _, j := range js.live {
+		if len(j.waiters) > 0 {
+			j.waiters = dropWaiters(j.waiters, p)
+		}
+	}
+	w := js.workers[p]
+	if w == nil {
+		return
+	}
+	delete(js.workers, p)
+	js.setBusy(w)
+	for _, j := range w.running {
+		js.running[j.Type]--
+		j.worker = nil
+		if j.gone {
+			delete(js.live, j.ID)
+			continue
+		}
+		if js.mayRetry(j) {
+			js.c.JobsReassigned++
+			if j.proto == protoGloom {
+				j.Priority++ // gloom sends it back one priority higher
+			}
+			js.enqueue(j)
+			continue
+		}
+		msg := fmt.Sprintf("worker disconnected while running the job (attempt %d of %d)", j.Attempts, j.Attempts)
+		if j.proto == protoGloom {
+			msg = "job_failed"
+		}
+		js.finish(j, &outcome{state: queue.Lost, err: msg})
+	}
+}
+
+// finishQuietly cancels a job whose submitter is gone: nobody to tell.
+func (js *jobState) finishQuietly(j *job) {
+	js.finish(j, &outcome{state: queue.Cancelled, err: "submitter disconnected"})
+	if js.detached[j.ID] == j {
+		delete(js.detached, j.ID) // not detached: nobody may fetch it
+		js.kept = js.kept[:len(js.kept)-1]
+	}
+}
+
+func dropWaiters(ws []jobWaiter, p peer) []jobWaiter {
+	out := ws[:0]
+	for _, w := range ws {
+		if w.p != p {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// mayRetry applies the retry rule of the job's protocol.
+func (js *jobState) mayRetry(j *job) bool {
+	switch j.proto {
+	case protoGloom:
+		return j.Attempts <= 3
+	case protoDeputy:
+		return js.deputyRetries < 0 || int(j.Attempts) <= js.deputyRetries
+	}
+	return j.Retries < 0 || j.Attempts <= j.Retries
+}
+
+// ---- views for status, jsctl and metrics ----
+
+func (js *jobState) queuesView(now time.Time) []status.Queue {
+	types := map[string]bool{}
+	for _, t := range js.store.Types() {
+		types[t] = true
+	}
+	for t, n := range js.running {
+		if n > 0 {
+			types[t] = true
+		}
+	}
+	workersOf := map[string]int{}
+	for _, w := range js.workers {
+		for _, t := range w.types {
+			workersOf[t]++
+			types[t] = true
+		}
+	}
+	out := make([]status.Queue, 0, len(types))
+	for t := range types {
+		q := status.Queue{Type: t, Queued: js.store.Len(t), Running: js.running[t], Workers: workersOf[t]}
+		if next := js.store.Peek(t); next != nil {
+			q.NextWaitingMS = now.Sub(time.Unix(0, next.Submitted)).Milliseconds()
+		}
+		out = append(out, q)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Type < out[j].Type })
+	return out
+}
+
+func (js *jobState) workersView() []status.Worker {
+	out := make([]status.Worker, 0, len(js.workers))
+	for _, w := range js.workers {
+		out = append(out, status.Worker{ID: w.id, Types: w.types, Host: w.host, PID: w.pid,
+			Busy: len(w.running), Capacity: w.capacity, Done: w.done, Since: w.since.UTC().Truncate(time.Millisecond)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func jobView(j *job) status.Job {
+	v := status.Job{ID: j.ID, Type: j.Type, State: j.State.String(), Priority: int(j.Priority),
+		Attempts: int(j.Attempts), Submitted: time.Unix(0, j.Submitted).UTC().Truncate(time.Millisecond)}
+	if j.Started != 0 {
+		end := j.Ended
+		if end == 0 {
+			end = time.Now().UnixNano()
+		}
+		v.RuntimeMS = (end - j.Started) / 1e6
+	}
+	if j.out != nil {
+		v.Exit = j.out.exit
+		v.Error = j.out.err
+	}
+	return v
+}
+
+// recentView is the newest ended jobs first.
+func (js *jobState) recentView() []status.Job {
+	out := []status.Job{}
+	for i := len(js.recent) - 1; i >= 0 && len(out) < recentJobs; i-- {
+		out = append(out, jobView(js.recent[i]))
+	}
+	return out
+}
+
+// list returns the live jobs (and the recent ended ones), filtered.
+func (js *jobState) list(typ string, state string) []status.Job {
+	out := []status.Job{}
+	keep := func(j *job) bool {
+		return (typ == "" || j.Type == typ) && (state == "" || j.State.String() == state)
+	}
+	for _, j := range js.live {
+		if !j.gone && keep(j) {
+			out = append(out, jobView(j))
+		}
+	}
+	seen := map[string]bool{}
+	for i := len(js.recent) - 1; i >= 0; i-- {
+		j := js.recent[i]
+		if !seen[j.ID] && js.live[j.ID] == nil && keep(j) {
+			seen[j.ID] = true
+			out = append(out, jobView(j))
+		}
+	}
+	for _, j := range js.detached {
+		if !seen[j.ID] && keep(j) {
+			out = append(out, jobView(j))
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Submitted.Before(out[b].Submitted) })
+	return out
+}

@@ -1,0 +1,152 @@
+package server
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"unicode/utf8"
+
+	"github.com/js-toolkit/js/pkg/queue"
+	"github.com/js-toolkit/js/pkg/wire"
+)
+
+// The native protocol's job messages (docs/protocol.md). conn is the peer.
+
+func (c *conn) sendJob(j *job) {
+	c.send(&wire.Msg{Cmd: wire.CmdDo, ID: j.RawID(), Type: j.Type, Arg: j.Arg})
+}
+
+func (c *conn) sendCancel(j *job, sig string) {
+	c.send(&wire.Msg{Cmd: wire.CmdCancel, ID: j.RawID(), Signal: sig})
+}
+
+func (c *conn) sendOutcome(j *job, req json.RawMessage) {
+	c.send(outcomeMsg(j, req))
+}
+
+// outcomeMsg is how a job's end reaches a native client. A done job's
+// message is exactly deputy's {"cmd":"did","id":...,"res":...}.
+func outcomeMsg(j *job, req json.RawMessage) *wire.Msg {
+	o := j.out
+	m := &wire.Msg{Req: req, ID: j.RawID()}
+	switch o.state {
+	case queue.Done:
+		m.Cmd, m.Res, m.Enc = wire.CmdDid, o.res, o.enc
+	case queue.Failed:
+		m.Cmd, m.Res, m.Enc, m.Error, m.Exit = wire.CmdFailed, o.res, o.enc, o.err, o.exit
+	case queue.Lost:
+		m.Cmd, m.Error = wire.CmdLost, o.err
+	default:
+		m.Cmd, m.Error = wire.CmdCancelled, o.err
+	}
+	return m
+}
+
+// handleJobMsg serves the job commands of the native protocol; it reports
+// false for commands that are not about jobs.
+func (st *loopState) handleJobMsg(c *conn, m *wire.Msg) bool {
+	js := &st.jobs
+	switch m.Cmd {
+	case wire.CmdDo:
+		native := m.Req != nil || m.Priority != nil || m.Retries != nil || m.Detach || m.ID == nil
+		s := submission{id: m.ID, typ: m.Type, arg: m.Arg, detach: m.Detach, proto: protoDeputy}
+		if native {
+			s.proto = protoNative
+		}
+		if m.Priority != nil {
+			s.priority = *m.Priority
+		}
+		if m.Retries != nil {
+			s.retries = *m.Retries
+		}
+		j, code, msg := js.submit(c, s)
+		if j == nil {
+			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: code, Message: msg})
+			return true
+		}
+		if native {
+			c.send(&wire.Msg{Cmd: wire.CmdQueued, Req: m.Req, ID: j.RawID()})
+		}
+		js.enqueue(j)
+	case wire.CmdCanDo:
+		if len(m.Types) == 0 {
+			c.sendError(m.Req, wire.CodeBadRequest, `can_do needs "types": a list of job types`)
+			return true
+		}
+		if m.Concurrency < 0 {
+			c.sendError(m.Req, wire.CodeBadRequest, "concurrency must be >= 1")
+			return true
+		}
+		if !c.worker {
+			c.worker = true
+			st.clients--
+		}
+		pr := protoDeputy
+		if m.Concurrency > 0 || m.CanCancel {
+			pr = protoNative
+		}
+		js.register(c, m.Types, m.Concurrency, m.CanCancel, pr, m.Host, m.PID)
+		if m.Req != nil {
+			c.send(&wire.Msg{Cmd: wire.CmdOK, Req: m.Req})
+		}
+	case wire.CmdDid, wire.CmdFail:
+		id, _, err := canonID(m.ID)
+		if err != nil || id == "" {
+			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: wire.CodeBadRequest, Message: `missing or bad "id"`})
+			return true
+		}
+		o := &outcome{state: queue.Done, res: m.Res, enc: m.Enc}
+		if m.Cmd == wire.CmdFail {
+			o.state, o.err, o.exit = queue.Failed, m.Error, m.Exit
+			if o.err == "" {
+				o.err = "failed"
+			}
+		}
+		if code, msg := js.result(c, id, o); code != "" {
+			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: code, Message: msg})
+		}
+	case wire.CmdCancel:
+		id, _, err := canonID(m.ID)
+		if err != nil || id == "" {
+			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: wire.CodeBadRequest, Message: `missing or bad "id"`})
+			return true
+		}
+		sig := m.Signal
+		if sig == "" {
+			sig = "TERM"
+		}
+		if code, msg := js.cancel(id, sig); code != "" {
+			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: code, Message: msg})
+			return true
+		}
+		c.send(&wire.Msg{Cmd: wire.CmdOK, Req: m.Req, ID: m.ID})
+	case wire.CmdWait:
+		id, _, err := canonID(m.ID)
+		if err != nil || id == "" {
+			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: wire.CodeBadRequest, Message: `missing or bad "id"`})
+			return true
+		}
+		if code, msg := js.wait(c, id, m.Req); code != "" {
+			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: code, Message: msg})
+		}
+	case wire.CmdMetrics:
+		c.send(&wire.Msg{Cmd: wire.CmdMetrics, Req: m.Req, Metrics: mustJSON(st.metrics())})
+	case wire.CmdJobs:
+		c.send(&wire.Msg{Cmd: wire.CmdJobs, Req: m.Req, Jobs: mustJSON(js.list(m.Type, m.State))})
+	case wire.CmdWorkers:
+		c.send(&wire.Msg{Cmd: wire.CmdWorkers, Req: m.Req, Workers: mustJSON(js.workersView())})
+	default:
+		return false
+	}
+	return true
+}
+
+// resultOf turns a handler's stdout into a result: a JSON string of the
+// bytes, or their base64 when they are not UTF-8.
+func resultOf(b []byte) (json.RawMessage, string) {
+	if utf8.Valid(b) {
+		r, _ := json.Marshal(string(b))
+		return r, ""
+	}
+	r, _ := json.Marshal(base64.StdEncoding.EncodeToString(b))
+	return r, "base64"
+}
