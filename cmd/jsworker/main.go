@@ -2,12 +2,10 @@
 package main
 
 import (
-	"fmt"
 	"os"
+
+	"github.com/js-toolkit/js/pkg/cli/cmdline"
+	"github.com/js-toolkit/js/pkg/cli/jsworker"
 )
 
-func main() {
-	fmt.Fprintln(os.Stderr, "jsworker: error: not available yet: the job queues are being built (issue: job queues and workers)")
-	fmt.Fprintln(os.Stderr, "jsworker: hint: use jsrun -- CMD to run commands in the machine's slots meanwhile")
-	os.Exit(69)
-}
+func main() { os.Exit(jsworker.Main(os.Args[1:], cmdline.OS())) }

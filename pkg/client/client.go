@@ -49,8 +49,17 @@ func Dial(socket string) (*Conn, error) {
 		}
 		return nil, fmt.Errorf("connect to jsd at %s: %w", socket, err)
 	}
-	return &Conn{nc: nc, lr: wire.NewLineReader(nc, wire.MaxLine), w: bufio.NewWriter(nc)}, nil
+	return newConn(nc), nil
 }
+
+func newConn(nc net.Conn) *Conn {
+	return &Conn{nc: nc, lr: wire.NewLineReader(nc, wire.MaxLine), w: bufio.NewWriter(nc)}
+}
+
+var errDeadline = os.ErrDeadlineExceeded
+
+// SetReadDeadline bounds the next reads.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
 
 // Close closes the connection; jsd ends whatever it held.
 func (c *Conn) Close() error { return c.nc.Close() }
@@ -58,6 +67,9 @@ func (c *Conn) Close() error { return c.nc.Close() }
 // File returns a duplicate of the connection's descriptor (to keep a lease
 // alive in a process that outlives this one).
 func (c *Conn) File() (*os.File, error) { return c.nc.(*net.UnixConn).File() }
+
+// Call sends a request and returns its reply (an error reply as *Error).
+func (c *Conn) Call(m *wire.Msg) (*wire.Msg, error) { return c.call(m) }
 
 // Send writes one message.
 func (c *Conn) Send(m *wire.Msg) error {

@@ -260,3 +260,17 @@ func writeFile(t testing.TB, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// metrics asks jsd for its counters with jsctl.
+func (d *daemon) metrics() map[string]any {
+	d.t.Helper()
+	out, err := d.jsctl("metrics", "--json")
+	if err != nil {
+		d.t.Fatalf("jsctl metrics: %v\n%s", err, out)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		d.t.Fatalf("jsctl metrics --json: %v\n%s", err, out)
+	}
+	return m
+}

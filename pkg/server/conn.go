@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/js-toolkit/js/pkg/wire"
 )
@@ -19,7 +21,9 @@ const outQueue = 4096
 type conn struct {
 	s    *Server
 	id   uint64
+	kind connKind
 	nc   net.Conn
+	br   *bufio.Reader // nil: read nc directly
 	out  chan []byte
 	done chan struct{}
 	once sync.Once
@@ -29,12 +33,26 @@ type conn struct {
 	waiters int
 	closed  bool
 	worker  bool // registered as a worker (does not count against idleness)
+	authed  bool // presented the token (TCP with --auth-token-file), or needs none
 }
 
-func newConn(s *Server, nc net.Conn) *conn {
+// connKind is where a connection came from.
+type connKind uint8
+
+const (
+	connUnix        connKind = iota // the unix socket: the 0700 dir is the check
+	connTCP                         // jsd's TCP port: native, gloom and HTTP
+	connGloomMaster                 // --gloom-ports, first: submitters only
+	connGloomSlave                  // --gloom-ports, second: workers only
+)
+
+func newConn(s *Server, nc net.Conn, br *bufio.Reader, kind connKind) *conn {
 	return &conn{
 		s:      s,
 		id:     s.connSeq.Add(1),
+		kind:   kind,
+		br:     br,
+		authed: kind == connUnix || s.cfg.AuthToken == "",
 		nc:     nc,
 		out:    make(chan []byte, outQueue),
 		done:   make(chan struct{}),
@@ -84,7 +102,7 @@ func (c *conn) writeLoop() {
 		case b := <-c.out:
 			if b == nil {
 				w.Flush()
-				c.close()
+				c.linger()
 				return
 			}
 			if _, err := w.Write(b); err != nil {
@@ -97,7 +115,7 @@ func (c *conn) writeLoop() {
 				case b = <-c.out:
 					if b == nil {
 						w.Flush()
-						c.close()
+						c.linger()
 						return
 					}
 					if _, err := w.Write(b); err != nil {
@@ -117,17 +135,25 @@ func (c *conn) writeLoop() {
 }
 
 func (c *conn) readLoop() {
+	lingering := false
 	defer func() {
-		c.close()
+		if !lingering {
+			c.close()
+		}
 		c.s.events <- event{kind: evClose, c: c}
 	}()
-	lr := wire.NewLineReader(c.nc, wire.MaxLine)
+	var r io.Reader = c.nc
+	if c.br != nil {
+		r = c.br
+	}
+	lr := wire.NewLineReader(r, wire.MaxLine)
 	for {
 		line, err := lr.Next()
 		if err != nil {
 			if errors.Is(err, wire.ErrLineTooLong) {
 				c.sendError(nil, wire.CodeTooLarge, err.Error())
 				c.closeAfterFlush()
+				lingering = true
 			}
 			return
 		}
@@ -150,6 +176,19 @@ func (c *conn) readLoop() {
 			return
 		}
 	}
+}
+
+// linger closes after a last reply: it stops writing, then reads and drops
+// what the peer still sends for a moment, so that the peer reads our reply
+// instead of a reset (a socket closed with unread input resets).
+func (c *conn) linger() {
+	type closeWriter interface{ CloseWrite() error }
+	if cw, ok := c.nc.(closeWriter); ok {
+		cw.CloseWrite()
+		c.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+		io.CopyN(io.Discard, c.nc, 64<<20)
+	}
+	c.close()
 }
 
 // closeAfterFlush asks the writer to send what is queued, then close.

@@ -85,6 +85,7 @@ type worker struct {
 	pid       int
 	since     time.Time
 	proto     proto
+	draining  bool // takes no new jobs (SIGTERM to jsworker)
 }
 
 // counters are the job metrics (deputy's names plus ours).
@@ -267,6 +268,10 @@ func (js *jobState) best(w *worker) *job {
 
 // fill gives w jobs while it has room, and marks it idle when none wait.
 func (js *jobState) fill(w *worker) {
+	if w.draining {
+		js.setBusy(w)
+		return
+	}
 	for len(w.running) < w.capacity {
 		j := js.best(w)
 		if j == nil {
@@ -336,6 +341,17 @@ func (js *jobState) register(p peer, types []string, capacity int, canCancel boo
 	js.setBusy(w) // re-enter the idle lists with the new types
 	js.fill(w)
 	return w
+}
+
+// drain stops giving p new jobs; the ones it runs go on.
+func (js *jobState) drain(p peer) bool {
+	w := js.workers[p]
+	if w == nil {
+		return false
+	}
+	w.draining = true
+	js.setBusy(w)
+	return true
 }
 
 // setTypes replaces a worker's types (gloom's re-join switches type).
@@ -450,7 +466,7 @@ func (js *jobState) sweep(now time.Time) {
 func (js *jobState) cancel(id, sig string) (string, string) {
 	j := js.live[id]
 	if j == nil || j.gone {
-		if js.detached[id] != nil || j != nil {
+		if js.detached[id] != nil || j != nil || js.ended(id) {
 			return wire.CodeEnded, fmt.Sprintf("job %s has ended already", id)
 		}
 		return wire.CodeNotFound, fmt.Sprintf("no job %s is queued or running", id)
@@ -464,6 +480,16 @@ func (js *jobState) cancel(id, sig string) (string, string) {
 	return "", ""
 }
 
+// ended reports whether a recent job with that id has ended.
+func (js *jobState) ended(id string) bool {
+	for i := len(js.recent) - 1; i >= 0; i-- {
+		if js.recent[i].ID == id {
+			return true
+		}
+	}
+	return false
+}
+
 // wait sends p how job id ends (at once if it has ended).
 func (js *jobState) wait(p peer, id string, req json.RawMessage) (string, string) {
 	if j := js.live[id]; j != nil && !j.gone {
@@ -475,11 +501,8 @@ func (js *jobState) wait(p peer, id string, req json.RawMessage) (string, string
 		delete(js.detached, id) // fetched: the id is free again
 		return "", ""
 	}
-	for i := len(js.recent) - 1; i >= 0; i-- {
-		if j := js.recent[i]; j.ID == id {
-			p.sendOutcome(j, req)
-			return "", ""
-		}
+	if js.ended(id) {
+		return wire.CodeNotFound, fmt.Sprintf("job %s has ended and its result went to its submitter (or was fetched already)", id)
 	}
 	return wire.CodeNotFound, fmt.Sprintf("no job %s (never submitted, or its result was fetched or expired)", id)
 }
@@ -531,6 +554,24 @@ func (js *jobState) dropPeer(p peer) {
 			msg = "job_failed"
 		}
 		js.finish(j, &outcome{state: queue.Lost, err: msg})
+	}
+}
+
+// abandon ends every live job as lost (jsd is stopping).
+func (js *jobState) abandon(why string) {
+	for _, j := range js.live {
+		if j.gone {
+			continue
+		}
+		if j.State == queue.Queued {
+			js.store.Remove(&j.Job)
+		}
+		if j.worker != nil {
+			delete(j.worker.running, j.ID)
+			js.running[j.Type]--
+			j.worker = nil
+		}
+		js.finish(j, &outcome{state: queue.Lost, err: why})
 	}
 }
 

@@ -23,9 +23,11 @@ const (
 	evReadable
 	evHolders
 	evAbort
+	evCall
 )
 
 type event struct {
+	fn      func(st *loopState) // evCall: run in the loop
 	kind    eventKind
 	c       *conn
 	m       *wire.Msg
@@ -150,9 +152,10 @@ func (st *loopState) beginStop() {
 	st.dirty = true
 }
 
+// closeAll closes every connection once its queued replies are written.
 func (st *loopState) closeAll() {
 	for c := range st.open {
-		c.close()
+		c.closeAfterFlush()
 	}
 }
 
@@ -182,6 +185,8 @@ func (st *loopState) handle(ev event) {
 	case evHolders:
 		st.checking = false
 		st.reclaim(ev.holders)
+	case evCall:
+		ev.fn(st)
 	}
 }
 
@@ -189,7 +194,12 @@ func (st *loopState) handleMsg(c *conn, m *wire.Msg) {
 	if c.closed {
 		return
 	}
+	if !c.authed && !st.authorize(c, m) {
+		return
+	}
 	switch m.Cmd {
+	case wire.CmdAuth:
+		c.send(&wire.Msg{Cmd: wire.CmdOK, Req: m.Req}) // already in
 	case "":
 		st.protoErrs++
 		c.sendError(m.Req, m.Code, m.Message) // a line the reader could not use

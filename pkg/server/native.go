@@ -1,9 +1,7 @@
 package server
 
 import (
-	"encoding/base64"
 	"encoding/json"
-	"unicode/utf8"
 
 	"github.com/js-toolkit/js/pkg/queue"
 	"github.com/js-toolkit/js/pkg/wire"
@@ -88,6 +86,12 @@ func (st *loopState) handleJobMsg(c *conn, m *wire.Msg) bool {
 		if m.Req != nil {
 			c.send(&wire.Msg{Cmd: wire.CmdOK, Req: m.Req})
 		}
+	case wire.CmdDrain:
+		if !js.drain(c) {
+			c.sendError(m.Req, wire.CodeBadRequest, "drain: this connection is not a worker")
+			return true
+		}
+		c.send(&wire.Msg{Cmd: wire.CmdOK, Req: m.Req})
 	case wire.CmdDid, wire.CmdFail:
 		id, _, err := canonID(m.ID)
 		if err != nil || id == "" {
@@ -138,15 +142,4 @@ func (st *loopState) handleJobMsg(c *conn, m *wire.Msg) bool {
 		return false
 	}
 	return true
-}
-
-// resultOf turns a handler's stdout into a result: a JSON string of the
-// bytes, or their base64 when they are not UTF-8.
-func resultOf(b []byte) (json.RawMessage, string) {
-	if utf8.Valid(b) {
-		r, _ := json.Marshal(string(b))
-		return r, ""
-	}
-	r, _ := json.Marshal(base64.StdEncoding.EncodeToString(b))
-	return r, "base64"
 }

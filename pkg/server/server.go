@@ -7,6 +7,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,6 +33,21 @@ type Config struct {
 	Version     string
 	Log         io.Writer // diagnostics; nil: stderr
 
+	// TCP (tcp.go): one port for native JSON lines, gloom frames and HTTP.
+	Host               string          // listen address; non-loopback needs AuthToken
+	Port               int             // 0 with PortRange zero: no TCP listener
+	PortRange          [2]int          // a random free port in [0]..[1]
+	AuthToken          string          // "" on loopback: no token needed
+	AllowUnauth        map[string]bool // "deputy", "gloom", "seamless": served without a token
+	GloomPorts         [2]int          // gloom-only listeners: masters, slaves
+	TransformationType string          // job type of /run-transformation
+	Verbose            bool            // metrics to the log every 5 s
+
+	// Workers jsd starts and supervises (workers.go).
+	Workers       int
+	WorkerType    string
+	WorkerHandler []string
+
 	DeputyRetries int           // requeues of a plain deputy job whose worker died; <0: unbounded (deputy's rule)
 	ResultTTL     time.Duration // how long a detached job's result waits for 'jsctl wait'
 	MaxResults    int           // at most this many detached results are kept (the oldest expire first)
@@ -44,6 +60,8 @@ type Server struct {
 	lock    *rundir.Lock
 	pipe    *jobserver.Pipe
 	ln      net.Listener
+	tcp     tcpState
+	sup     *supervisor
 	sf      *status.File
 	started time.Time
 
@@ -58,6 +76,15 @@ type Server struct {
 	// owned by the loop goroutine
 	st loopState
 }
+
+// UsageError is a start-up failure caused by the flags (exit 64).
+type UsageError struct {
+	Err  error
+	Hint string
+}
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
 
 // StartError is a failure before jsd serves; it has been written to the
 // status file as "failed" unless the directory is locked by another jsd.
@@ -113,6 +140,12 @@ func Start(cfg Config) (*Server, error) {
 		return fail(err)
 	}
 	if err := s.listenUnix(); err != nil {
+		return fail(err)
+	}
+	if err := s.listenTCP(); err != nil {
+		return fail(err)
+	}
+	if err := s.startWorkers(); err != nil {
 		return fail(err)
 	}
 	s.st.init(s)
@@ -198,12 +231,37 @@ func (s *Server) listenUnix() error {
 // go, write "stopped") or jsd decides to stop itself (idle timeout).
 func (s *Server) Run(ctx context.Context) error {
 	s.wg.Add(3)
-	go func() { defer s.wg.Done(); s.acceptLoop(s.ln) }()
+	go func() { defer s.wg.Done(); s.acceptLoop(s.ln, connUnix) }()
+	s.serveTCP()
+	if s.sup != nil {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.sup.run() }()
+	}
 	go func() { defer s.wg.Done(); s.statusWriter() }()
 	go func() { defer s.wg.Done(); s.tokenWatcher() }()
 	err := s.loop(ctx)
+	// The loop is gone: swallow the events goroutines still send on their
+	// way out, so none of them blocks.
+	drained := make(chan struct{})
+	defer close(drained)
+	go func() {
+		for {
+			select {
+			case <-s.events:
+			case <-drained:
+				return
+			}
+		}
+	}()
 	s.writeStatus(status.Stopping, "")
 	s.ln.Close()
+	s.closeTCP()
+	if s.sup != nil {
+		s.sup.shutdown()
+	}
+	// Nothing is forgotten: every job still queued or running ends as lost
+	// (without a journal nothing survives jsd), and its submitter hears it.
+	s.st.jobs.abandon("jsd stopped before the job ended")
 	s.pipe.Interrupt()
 	close(s.st.watchReq)
 	s.st.closeAll()
@@ -213,6 +271,19 @@ func (s *Server) Run(ctx context.Context) error {
 	s.writeStatus(status.Stopped, "")
 	s.lock.Release()
 	return err
+}
+
+func (s *Server) tcpHost() string {
+	if s.tcp.main == nil {
+		return ""
+	}
+	return s.cfg.Host
+}
+
+// call runs fn in the loop goroutine, where all scheduler state lives.
+// Protocol adapters (gloom, HTTP) use it; fn must not block.
+func (s *Server) call(fn func(st *loopState)) {
+	s.events <- event{kind: evCall, fn: fn}
 }
 
 // Abort makes Run return at once, leaving held leases behind (their
@@ -240,7 +311,7 @@ func (s *Server) cleanup() {
 	}
 }
 
-func (s *Server) acceptLoop(ln net.Listener) {
+func (s *Server) acceptLoop(ln net.Listener, kind connKind) {
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -255,12 +326,23 @@ func (s *Server) acceptLoop(ln net.Listener) {
 			time.Sleep(50 * time.Millisecond) // EMFILE and friends: do not spin
 			continue
 		}
-		c := newConn(s, nc)
-		s.events <- event{kind: evOpen, c: c}
-		s.wg.Add(2)
-		go func() { defer s.wg.Done(); c.readLoop() }()
-		go func() { defer s.wg.Done(); c.writeLoop() }()
+		if kind == connUnix {
+			s.startConn(nc, nil, kind)
+			continue
+		}
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.sniff(nc, kind) }()
 	}
+}
+
+// startConn serves a native JSON-line connection; br holds bytes already
+// read from nc (sniffing), or is nil.
+func (s *Server) startConn(nc net.Conn, br *bufio.Reader, kind connKind) {
+	c := newConn(s, nc, br, kind)
+	s.events <- event{kind: evOpen, c: c}
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); c.readLoop() }()
+	go func() { defer s.wg.Done(); c.writeLoop() }()
 }
 
 // tokenWatcher waits for tokens in the FIFO when the loop asks and tells it
@@ -328,6 +410,8 @@ func (s *Server) baseDoc() status.Doc {
 		StartedAt: s.started.UTC().Truncate(time.Millisecond),
 		Socket:    s.cfg.Paths.Socket,
 		FIFO:      s.cfg.Paths.FIFO,
+		Host:      s.tcpHost(),
+		Port:      s.tcp.port,
 		Slots:     status.Slots{Total: s.cfg.Slots},
 		Leases:    []status.Lease{},
 		Queues:    []status.Queue{},

@@ -37,6 +37,7 @@ const (
 	CmdWait      = "wait"      // client -> jsd: send me how this job ends
 	CmdJobs      = "jobs"      // both ways: list jobs
 	CmdWorkers   = "workers"   // both ways: list workers
+	CmdDrain     = "drain"     // worker -> jsd: send me no new jobs
 )
 
 // Error codes carried by CmdError replies.

@@ -31,12 +31,19 @@ type Globals struct {
 type CLI struct {
 	Globals
 	Status   StatusCmd   `cmd:"" default:"withargs" help:"Show slots and leases (the default command)."`
+	Jobs     JobsCmd     `cmd:"" help:"List jobs (queued, running, and the recent ones that ended)."`
+	Workers  WorkersCmd  `cmd:"" help:"List the connected workers."`
+	Wait     WaitCmd     `cmd:"" help:"Wait for jobs to end, print their output, exit with the first failing job's status."`
+	Cancel   CancelCmd   `cmd:"" help:"Cancel queued or running jobs."`
+	Metrics  MetricsCmd  `cmd:"" help:"Print jsd's counters."`
 	Shutdown ShutdownCmd `cmd:"" help:"Stop jsd: it grants nothing new and exits once the leases held now are released."`
 }
 
 const description = `jsctl shows what jsd is doing and steers it.
 
-Exit codes: 0 ok, 1 the request failed, 64 usage, 69 no jsd reachable.`
+Exit codes: 0 ok, 1 the request failed, 64 usage, 69 no jsd reachable;
+jsctl wait exits with the job's status (a command line's own, 76 lost,
+77 cancelled, 75 not ended before --timeout).`
 
 // env is what every subcommand's Run gets.
 type env struct {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,33 +35,154 @@ type CLI struct {
 	Socket     string           `help:"Unix socket path (default: DIR/jsd.sock)." placeholder:"PATH"`
 	Fifo       string           `help:"Jobserver FIFO path (default: DIR/jobserver.fifo)." placeholder:"PATH"`
 	StatusFile string           `help:"Status file path (default: DIR/status.json). Keys a launcher wrote there are kept." placeholder:"PATH"`
-	Timeout    float64          `help:"Stop after this many seconds with no lease held or awaited and no client connected (0: never)." placeholder:"SECONDS"`
+	Timeout    float64          `help:"Stop after this many seconds with no lease held or awaited, no job queued or running and no client connected (workers do not count). Must be > 0 when given." placeholder:"SECONDS"`
+	Verbose    bool             `short:"v" help:"Print the metrics to stderr every 5 s (deputy's -v)."`
 	Version    kong.VersionFlag `help:"Print the version and exit."`
+
+	Host                 string `help:"Address of the TCP listener (native JSON lines, gloom frames and HTTP on one port). A non-loopback address needs --auth-token-file." default:"127.0.0.1" placeholder:"ADDR"`
+	Port                 int    `help:"TCP port to listen on (e.g. 11746 for deputy's clients, 5533 for seamless'). Default: no TCP listener." placeholder:"PORT"`
+	PortRange            []int  `help:"Listen on a random free TCP port in START..END (written to the status file as \"port\")." placeholder:"START END"`
+	AuthTokenFile        string `help:"File holding the token every TCP connection and HTTP request must present (native: {\"cmd\":\"auth\",\"token\":...} first; HTTP: Authorization: Bearer)." placeholder:"FILE"`
+	AllowUnauthenticated string `help:"Serve these legacy protocols, which cannot present a token, on a listener that needs one or is not on loopback: any of deputy,gloom,seamless." placeholder:"LIST"`
+	GloomPorts           string `help:"Open two more TCP listeners speaking only gloom frames: submitters (masters) on the first port, workers (slaves) on the second, e.g. 9998,9999." placeholder:"MASTER,SLAVE"`
+	TransformationType   string `help:"Job type of seamless-jobserver's /run-transformation." default:"transformation" placeholder:"TYPE"`
+
+	Workers       int     `help:"Start and supervise N jsworker processes serving --worker-type with HANDLER (seamless-jobserver's --workers)." placeholder:"N"`
+	WorkerType    string  `help:"Job type the --workers serve." placeholder:"TYPE"`
+	DeputyRetries int     `help:"Requeues of a plain deputy job whose worker died (-1: unbounded, as deputy)." default:"-1" placeholder:"N"`
+	ResultTTL     float64 `help:"Seconds a detached job's result is kept for 'jsctl wait'." default:"3600" placeholder:"SECONDS"`
+
+	Handler []string `arg:"" optional:"" passthrough:"" help:"With --workers: the handler command each worker runs per job (after --)."`
 }
 
-const description = `jsd owns this machine's slots: a GNU-make-compatible jobserver FIFO that
-make, cargo, rustc, gcc and ninja share, and slot leases for jsrun.
+const description = `jsd owns this machine's slots and job queues: a GNU-make-compatible jobserver
+FIFO that make, cargo, rustc, gcc and ninja share, slot leases for jsrun, and
+typed priority queues that workers serve. It speaks a JSON-line protocol on
+its unix socket and, with --port or --port-range, on TCP (native/deputy JSON
+lines, gloom frames and HTTP on the same port).
 
-Exit codes: 0 stopped cleanly (SIGTERM/SIGINT or idle --timeout), 1 failed,
-3 another jsd already serves the directory, 64 bad flags.`
+Exit codes: 0 stopped cleanly (SIGTERM/SIGINT or idle --timeout), 1 failed
+(the status file says "failed" with the error), 3 another jsd already serves
+the directory, 64 bad flags.`
 
 // Main runs jsd and returns its exit code.
 func Main(args []string, stdio cmdline.Stdio) int {
 	var cli CLI
-	_, code, done := cmdline.Parse("jsd", &cli, args, stdio, ExitUsage,
+	_, code, done := cmdline.Parse("jsd", &cli, joinPortRange(args), stdio, ExitUsage,
 		kong.Description(description), kong.Vars{"version": "jsd " + version.Version})
 	if done {
 		return code
+	}
+	cfg, err := cli.config(stdio)
+	if err != nil {
+		return cmdline.Report(stdio.Err, "jsd", err, ExitUsage)
+	}
+	return run(cfg, stdio)
+}
+
+// joinPortRange turns seamless-jobserver's "--port-range START END" into
+// one kong value "--port-range=START,END".
+func joinPortRange(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		if args[i] == "--" {
+			return append(out, args[i:]...)
+		}
+		if args[i] == "--port-range" && i+2 < len(args) {
+			out = append(out, "--port-range="+args[i+1]+","+args[i+2])
+			i += 2
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
+}
+
+func usage(hint, format string, a ...any) error { return cmdline.Errorf(ExitUsage, hint, format, a...) }
+
+func (cli *CLI) config(stdio cmdline.Stdio) (server.Config, error) {
+	var cfg server.Config
+	if len(cli.Handler) > 0 && cli.Handler[0] == "--" {
+		cli.Handler = cli.Handler[1:]
 	}
 	if cli.Slots == 0 {
 		cli.Slots = runtime.NumCPU() // the affinity mask's CPUs on Linux
 	}
 	if cli.Slots < 1 || cli.Slots > 65535 {
-		return cmdline.Report(stdio.Err, "jsd", cmdline.Errorf(ExitUsage, "the pool holds 1 to 65535 slots", "--slots %d is out of range", cli.Slots), ExitUsage)
+		return cfg, usage("the pool holds 1 to 65535 slots", "--slots %d is out of range", cli.Slots)
 	}
 	if cli.Timeout < 0 {
-		return cmdline.Report(stdio.Err, "jsd", cmdline.Errorf(ExitUsage, "use a number of seconds > 0, or 0 to never stop", "--timeout %v must not be negative", cli.Timeout), ExitUsage)
+		return cfg, usage("use a number of seconds > 0; leave it out to never stop", "--timeout %v must be > 0", cli.Timeout)
 	}
+	if cli.Port != 0 && len(cli.PortRange) > 0 {
+		return cfg, usage("give one of them", "--port and --port-range are mutually exclusive")
+	}
+	if cli.Port < 0 || cli.Port > 65535 {
+		return cfg, usage("", "--port %d is outside 0..65535", cli.Port)
+	}
+	if len(cli.PortRange) > 0 {
+		if len(cli.PortRange) != 2 {
+			return cfg, usage("write --port-range START END", "--port-range needs two ports")
+		}
+		a, b := cli.PortRange[0], cli.PortRange[1]
+		if a < 1 || b > 65535 || a > b {
+			return cfg, usage("START <= END, both in 1..65535", "--port-range %d %d is invalid", a, b)
+		}
+		cfg.PortRange = [2]int{a, b}
+	}
+	cfg.Host, cfg.Port = cli.Host, cli.Port
+	if cli.AuthTokenFile != "" {
+		b, err := os.ReadFile(cli.AuthTokenFile)
+		if err != nil {
+			return cfg, usage("", "--auth-token-file: %v", err)
+		}
+		cfg.AuthToken = strings.TrimSpace(string(b))
+		if cfg.AuthToken == "" {
+			return cfg, usage("put a long random token in the file, e.g. head -c 32 /dev/urandom | base64", "--auth-token-file %s is empty", cli.AuthTokenFile)
+		}
+	}
+	if cli.AllowUnauthenticated != "" {
+		cfg.AllowUnauth = map[string]bool{}
+		for _, p := range strings.Split(cli.AllowUnauthenticated, ",") {
+			p = strings.TrimSpace(p)
+			switch p {
+			case "deputy", "gloom", "seamless":
+				cfg.AllowUnauth[p] = true
+			default:
+				return cfg, usage("name any of deputy, gloom, seamless, separated by commas", "--allow-unauthenticated: unknown protocol %q", p)
+			}
+		}
+	}
+	if cli.GloomPorts != "" {
+		m, s, ok := strings.Cut(cli.GloomPorts, ",")
+		mp, err1 := strconv.Atoi(strings.TrimSpace(m))
+		sp, err2 := strconv.Atoi(strings.TrimSpace(s))
+		if !ok || err1 != nil || err2 != nil || mp < 1 || mp > 65535 || sp < 1 || sp > 65535 || mp == sp {
+			return cfg, usage("write --gloom-ports MASTER,SLAVE, e.g. 9998,9999", "--gloom-ports %q is invalid", cli.GloomPorts)
+		}
+		cfg.GloomPorts = [2]int{mp, sp}
+	}
+	if cli.TransformationType == "" {
+		return cfg, usage("", "--transformation-type must not be empty")
+	}
+	cfg.TransformationType = cli.TransformationType
+	if cli.Workers < 0 {
+		return cfg, usage("", "--workers %d must be > 0", cli.Workers)
+	}
+	if cli.Workers > 0 && cli.WorkerType == "" {
+		return cfg, usage("e.g. jsd --workers 4 --worker-type thumb -- ./thumb.sh", "--workers needs --worker-type")
+	}
+	if cli.Workers == 0 && (cli.WorkerType != "" || len(cli.Handler) > 0) {
+		return cfg, usage("add --workers N to start workers", "--worker-type and a handler need --workers")
+	}
+	cfg.Workers, cfg.WorkerType, cfg.WorkerHandler = cli.Workers, cli.WorkerType, cli.Handler
+	if cli.ResultTTL <= 0 {
+		return cfg, usage("", "--result-ttl must be > 0")
+	}
+	cfg.ResultTTL = time.Duration(cli.ResultTTL * float64(time.Second))
+	cfg.DeputyRetries = cli.DeputyRetries
+	cfg.Verbose = cli.Verbose
+
 	paths := rundir.For(rundir.Resolve(cli.Dir))
 	if cli.Socket != "" {
 		paths.Socket = cli.Socket
@@ -70,14 +193,12 @@ func Main(args []string, stdio cmdline.Stdio) int {
 	if cli.StatusFile != "" {
 		paths.Status = cli.StatusFile
 	}
-	cfg := server.Config{
-		Paths:       paths,
-		Slots:       cli.Slots,
-		IdleTimeout: time.Duration(cli.Timeout * float64(time.Second)),
-		Version:     version.Version,
-		Log:         stdio.Err,
-	}
-	return run(cfg, stdio)
+	cfg.Paths = paths
+	cfg.Slots = cli.Slots
+	cfg.IdleTimeout = time.Duration(cli.Timeout * float64(time.Second))
+	cfg.Version = version.Version
+	cfg.Log = stdio.Err
+	return cfg, nil
 }
 
 func run(cfg server.Config, stdio cmdline.Stdio) int {
@@ -93,6 +214,10 @@ func run(cfg server.Config, stdio cmdline.Stdio) int {
 			return cmdline.Report(stdio.Err, "jsd", cmdline.WithHint(err, ExitRunning,
 				fmt.Sprintf("use that jsd (JS_DIR=%s), stop it with 'jsctl shutdown', or pick another --dir", cfg.Paths.Dir)), ExitRunning)
 		}
+		var ue *server.UsageError
+		if errors.As(err, &ue) {
+			return cmdline.Report(stdio.Err, "jsd", cmdline.WithHint(err, ExitUsage, ue.Hint), ExitUsage)
+		}
 		return cmdline.Report(stdio.Err, "jsd", err, ExitFailed)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -102,7 +227,7 @@ func run(cfg server.Config, stdio cmdline.Stdio) int {
 		for range sigs {
 			n++
 			if n == 1 {
-				fmt.Fprintln(stdio.Err, "jsd: stopping: no new slots; waiting for the leases held now (signal again to stop at once)")
+				fmt.Fprintln(stdio.Err, "jsd: stopping: no new slots or jobs; waiting for the leases held now (signal again to stop at once)")
 				cancel()
 				continue
 			}

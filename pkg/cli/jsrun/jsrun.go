@@ -14,6 +14,7 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/js-toolkit/js/pkg/cli/cmdline"
+	"github.com/js-toolkit/js/pkg/cli/outcome"
 	"github.com/js-toolkit/js/pkg/jobserver"
 	"github.com/js-toolkit/js/pkg/launch"
 	"github.com/js-toolkit/js/pkg/nesting"
@@ -24,12 +25,15 @@ import (
 // Exit codes of jsrun's own conditions; otherwise jsrun exits with the
 // command's status (128+N when signal N killed it).
 const (
-	ExitUsage       = 64  // bad flags or arguments
-	ExitUnavailable = 69  // no jobserver reachable (no jsd, no MAKEFLAGS pool, autostart off or failed)
-	ExitInternal    = 70  // an unexpected error in jsrun
-	ExitBlocked     = 75  // no slot before --timeout; nothing was run
-	ExitCannotRun   = 126 // the command exists but could not be run
-	ExitNotFound    = 127 // the command was not found
+	ExitUsage       = 64                    // bad flags or arguments
+	ExitRejected    = 65                    // --type: jsd refused the job (duplicate live id, bad id)
+	ExitUnavailable = 69                    // no jobserver reachable (no jsd, no MAKEFLAGS pool, autostart off or failed)
+	ExitInternal    = 70                    // an unexpected error in jsrun
+	ExitBlocked     = 75                    // no slot before --timeout; nothing was run (--type: not done in time, cancelled)
+	ExitLost        = outcome.ExitLost      // --type: the job was lost (its worker died, retries spent)
+	ExitCancelled   = outcome.ExitCancelled // --type: the job was cancelled (e.g. jsctl cancel)
+	ExitCannotRun   = 126                   // the command exists but could not be run
+	ExitNotFound    = 127                   // the command was not found
 )
 
 // CLI are jsrun's flags.
@@ -47,6 +51,12 @@ type CLI struct {
 	Unset          []string         `help:"Remove K from the command's environment (repeatable)." sep:"none" placeholder:"K"`
 	Version        kong.VersionFlag `help:"Print the version and exit."`
 
+	Type     string `help:"Ship the command to a worker serving this job type instead of running it here; jsrun prints its output and exits with its status." placeholder:"T" group:"Remote jobs (--type)"`
+	Priority int    `help:"Job priority: higher runs first." group:"Remote jobs (--type)" placeholder:"P"`
+	ID       string `help:"Job id (default: assigned by jsd)." group:"Remote jobs (--type)" placeholder:"ID"`
+	Retries  int    `help:"Run the job again up to R times if its worker dies mid-job." group:"Remote jobs (--type)" placeholder:"R"`
+	Detach   bool   `help:"Print the job's id and exit 0 at once; fetch the result with 'jsctl wait ID'." group:"Remote jobs (--type)"`
+
 	Command []string `arg:"" optional:"" passthrough:"" help:"The command and its arguments (after --)."`
 }
 
@@ -59,9 +69,15 @@ Where the slots come from: the jsd of the runtime directory; else, inside
 make -jN, make's own jobserver (MAKEFLAGS); else a jsd started in the
 background (--timeout 300), unless --no-autostart.
 
-Exit codes of jsrun itself: 64 usage, 69 no jobserver reachable, 70 internal
-error, 75 no slot before --timeout (nothing run), 126 command not runnable,
-127 command not found.`
+With --type T the command is shipped to a worker serving T (see jsworker)
+and jsrun behaves as if it ran here: the command's output, its exit status.
+--timeout then bounds the whole job (it is cancelled on expiry).
+
+Exit codes of jsrun itself: 64 usage, 65 job refused by jsd (--type: its id
+is in use), 69 no jobserver reachable, 70 internal error, 75 no slot before
+--timeout (nothing run; with --type: the job did not end in time and was
+cancelled), 76 the job was lost (its worker died; --type), 77 the job was
+cancelled (--type), 126 command not runnable, 127 command not found.`
 
 // Main runs jsrun and returns its exit code.
 func Main(args []string, stdio cmdline.Stdio) int {
@@ -75,7 +91,11 @@ func Main(args []string, stdio cmdline.Stdio) int {
 	if err != nil {
 		return cmdline.Report(stdio.Err, "jsrun", err, ExitUsage)
 	}
-	code, err = r.run()
+	if cli.Type != "" {
+		code, err = r.remote()
+	} else {
+		code, err = r.run()
+	}
 	if err != nil {
 		return cmdline.Report(stdio.Err, "jsrun", err, ExitInternal)
 	}
@@ -105,6 +125,12 @@ func newRun(cli *CLI, args []string, stdio cmdline.Stdio) (*run, error) {
 	}
 	if len(cli.Command) == 0 {
 		return nil, usage("put the command after --, e.g. jsrun -- make -C src", "no command given")
+	}
+	if cli.Type == "" && (cli.Detach || cli.ID != "" || cli.Priority != 0 || cli.Retries != 0) {
+		return nil, usage("add --type T to ship the command to a worker", "--detach, --id, --priority and --retries need --type")
+	}
+	if cli.Retries < 0 {
+		return nil, usage("", "--retries %d must be >= 0", cli.Retries)
 	}
 	if cli.Slots < 1 {
 		return nil, usage("", "--slots %d must be at least 1", cli.Slots)

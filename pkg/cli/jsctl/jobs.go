@@ -1,0 +1,187 @@
+package jsctl
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/js-toolkit/js/pkg/cli/cmdline"
+	"github.com/js-toolkit/js/pkg/cli/outcome"
+	"github.com/js-toolkit/js/pkg/client"
+	"github.com/js-toolkit/js/pkg/launch"
+	"github.com/js-toolkit/js/pkg/queue"
+	"github.com/js-toolkit/js/pkg/wire"
+)
+
+// JobsCmd lists jobs.
+type JobsCmd struct {
+	Type  string `help:"Only jobs of this type." placeholder:"T"`
+	State string `help:"Only jobs in this state: queued, running, done, failed, cancelled, lost." placeholder:"S"`
+	JSON  bool   `help:"Print JSON (fields: docs/status.md, jobs[])."`
+}
+
+// Run implements the command.
+func (c *JobsCmd) Run(e *env) error {
+	if c.State != "" {
+		if _, ok := queue.ParseState(c.State); !ok {
+			return cmdline.Errorf(ExitUsage, "one of queued, running, done, failed, cancelled, lost", "--state %q is not a job state", c.State)
+		}
+	}
+	conn, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	jobs, err := conn.Jobs(c.Type, c.State)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return e.printJSON(jobs)
+	}
+	e.jobsTable(jobs, time.Now())
+	return nil
+}
+
+// WorkersCmd lists the connected workers.
+type WorkersCmd struct {
+	JSON bool `help:"Print JSON (fields: docs/status.md, workers[])."`
+}
+
+// Run implements the command.
+func (c *WorkersCmd) Run(e *env) error {
+	conn, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ws, err := conn.Workers()
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return e.printJSON(ws)
+	}
+	e.workersTable(ws)
+	return nil
+}
+
+// WaitCmd waits for jobs to end and prints their results.
+type WaitCmd struct {
+	IDs     []string `arg:"" name:"ID" help:"Job ids."`
+	Timeout float64  `help:"Give up after this many seconds (exit 75); 0: wait forever." placeholder:"SECONDS"`
+	JSON    bool     `help:"Print each outcome as a JSON line instead of the job's output."`
+}
+
+// Run implements the command. The exit status is the first job's that did
+// not succeed (its own status, 76 lost, 77 cancelled), else 0.
+func (c *WaitCmd) Run(e *env) error {
+	conn, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var deadline time.Time
+	if c.Timeout > 0 {
+		deadline = time.Now().Add(time.Duration(c.Timeout * float64(time.Second)))
+	}
+	status := 0
+	for _, id := range c.IDs {
+		o, err := conn.Wait(id, deadline)
+		if errors.Is(err, client.ErrTimeout) {
+			return cmdline.WithHint(fmt.Errorf("job %s did not end within %vs", id, c.Timeout), outcome.ExitTimeout, "")
+		}
+		if err != nil {
+			if client.IsCode(err, wire.CodeNotFound) {
+				return cmdline.WithHint(err, ExitFailed, "see 'jsctl jobs' for the jobs jsd knows; a detached job's result is given out once")
+			}
+			return err
+		}
+		var code int
+		if c.JSON {
+			e.printJSONLine(o)
+			code = outcome.Show(o, discard{}, discard{}, "jsctl")
+		} else {
+			code = outcome.Show(o, e.stdio.Out, e.stdio.Err, "jsctl")
+		}
+		if status == 0 {
+			status = code
+		}
+	}
+	if status != 0 {
+		return exitError(status)
+	}
+	return nil
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// CancelCmd cancels jobs.
+type CancelCmd struct {
+	IDs    []string `arg:"" name:"ID" help:"Job ids."`
+	Signal string   `help:"Signal for a running job's handler (its process group); SIGKILL follows after the worker's grace period." default:"TERM" placeholder:"SIG"`
+}
+
+// Run implements the command: exit 0 when every job was cancelled, 1 when
+// any was not (unknown, or ended already).
+func (c *CancelCmd) Run(e *env) error {
+	if _, err := launch.ParseSignal(c.Signal); err != nil {
+		return cmdline.Errorf(ExitUsage, "", "--signal: %v", err)
+	}
+	conn, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	failed := 0
+	for _, id := range c.IDs {
+		if err := conn.Cancel(id, strings.TrimPrefix(strings.ToUpper(c.Signal), "SIG")); err != nil {
+			fmt.Fprintf(e.stdio.Err, "jsctl: error: cancel %s: %v\n", id, err)
+			failed++
+		}
+	}
+	if failed > 0 {
+		return exitError(ExitFailed)
+	}
+	return nil
+}
+
+// MetricsCmd prints jsd's counters.
+type MetricsCmd struct {
+	JSON       bool `help:"Print JSON (deputy's metric names plus ours: docs/protocol.md)."`
+	Prometheus bool `help:"Print the Prometheus text format that GET /metrics serves."`
+}
+
+// Run implements the command.
+func (c *MetricsCmd) Run(e *env) error {
+	conn, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	raw, err := conn.Metrics()
+	if err != nil {
+		return err
+	}
+	var m map[string]json.Number
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil {
+		return err
+	}
+	switch {
+	case c.JSON:
+		return e.printJSON(json.RawMessage(raw))
+	case c.Prometheus:
+		fmt.Fprint(e.stdio.Out, Prometheus(m))
+	default:
+		for _, k := range sortedKeys(m) {
+			fmt.Fprintf(e.stdio.Out, "%-20s %s\n", k, m[k])
+		}
+	}
+	return nil
+}
