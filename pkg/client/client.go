@@ -187,7 +187,7 @@ func (c *Conn) Status() (*status.Doc, json.RawMessage, error) {
 
 // Shutdown asks jsd to stop: it grants nothing new and exits once the leases
 // held now are released.
-func (c *Conn) Shutdown() error {
-	_, err := c.call(&wire.Msg{Cmd: wire.CmdShutdown})
+func (c *Conn) Shutdown(drain bool) error {
+	_, err := c.call(&wire.Msg{Cmd: wire.CmdShutdown, Drain: drain})
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/js-toolkit/js/pkg/metrics"
 	"github.com/js-toolkit/js/pkg/queue"
 	"github.com/js-toolkit/js/pkg/status"
 	"github.com/js-toolkit/js/pkg/wire"
@@ -88,19 +89,6 @@ type worker struct {
 	draining  bool // takes no new jobs (SIGTERM to jsworker)
 }
 
-// counters are the job metrics (deputy's names plus ours).
-type counters struct {
-	WorkersAdded   int64 `json:"workers_added"`
-	JobsAdded      int64 `json:"jobs_added"`
-	JobsDispatched int64 `json:"jobs_dispatched"`
-	JobsDone       int64 `json:"jobs_done"`
-	JobsFailed     int64 `json:"jobs_failed"`
-	JobsCancelled  int64 `json:"jobs_cancelled"`
-	JobsLost       int64 `json:"jobs_lost"`
-	JobsReassigned int64 `json:"jobs_reassigned"`
-	ResultsExpired int64 `json:"results_expired"`
-}
-
 // jobState is the job half of the scheduler, owned by the loop.
 type jobState struct {
 	store    queue.Store
@@ -115,7 +103,8 @@ type jobState struct {
 	seq      uint64 // assigned ids
 	arrival  uint64 // arrival order of jobs
 	wseq     uint64
-	c        counters
+	c        metrics.Counters
+	hist     metrics.Set
 
 	deputyRetries int // -1: unbounded, as deputy
 	resultTTL     time.Duration
@@ -241,6 +230,7 @@ func (js *jobState) assign(w *worker, j *job) {
 	j.worker = w
 	j.Attempts++
 	j.Started = time.Now().UnixNano()
+	js.hist.Observe(metrics.JobQueueWait, j.Type, time.Duration(j.Started-j.Submitted))
 	w.running[j.ID] = j
 	js.running[j.Type]++
 	js.c.JobsDispatched++
@@ -385,6 +375,7 @@ func (js *jobState) result(p peer, id string, o *outcome) (string, string) {
 	delete(w.running, id)
 	js.running[j.Type]--
 	w.done++
+	js.hist.Observe(metrics.JobRun, j.Type, time.Since(time.Unix(0, j.Started)))
 	j.worker = nil
 	if j.gone {
 		delete(js.live, j.ID) // cancelled: reported already, the answer is dropped

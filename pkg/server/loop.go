@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/js-toolkit/js/pkg/jobserver"
+	"github.com/js-toolkit/js/pkg/metrics"
 	"github.com/js-toolkit/js/pkg/status"
 	"github.com/js-toolkit/js/pkg/wire"
 )
@@ -48,6 +49,7 @@ type loopState struct {
 	jobs      jobState
 	conns     uint64 // connections accepted, ever
 	protoErrs uint64 // malformed messages answered with an error
+	hist      metrics.Set
 	bornAfter uint64 // only processes born after this can hold our FIFO
 
 	watchReq   chan struct{} // asks the token watcher to wait for a token
@@ -55,12 +57,15 @@ type loopState struct {
 	checking   bool // a holders scan is in flight
 	lastActive time.Time
 	stopping   bool
+	draining   bool // stopping once the queued and running jobs have ended
 	dirty      bool
 }
 
 func (st *loopState) init(s *Server) {
 	st.s = s
 	st.open = map[*conn]struct{}{}
+	st.hist = metrics.Set{}
+	st.jobs.hist = st.hist
 	st.watchReq = make(chan struct{}, 1)
 	st.lastActive = time.Now()
 	st.slots.init(s.cfg.Paths.FIFO, s.cfg.Slots)
@@ -85,8 +90,8 @@ func (s *Server) loop(ctx context.Context) error {
 			if st.stopping {
 				return nil
 			}
-			st.beginStop()
-			if st.slots.leasedCount() == 0 {
+			st.beginStop(false)
+			if st.finished() {
 				return nil
 			}
 			// Let leases go; a second signal (a second cancel) is the
@@ -114,7 +119,7 @@ func (s *Server) loop(ctx context.Context) error {
 		case now := <-tick.C:
 			st.maybeReclaim()
 			st.jobs.sweep(now)
-			if st.stopping && st.slots.leasedCount() == 0 {
+			if st.finished() {
 				return nil
 			}
 			if to := s.cfg.IdleTimeout; to > 0 && st.idle() && now.Sub(st.lastActive) >= to {
@@ -123,7 +128,7 @@ func (s *Server) loop(ctx context.Context) error {
 			}
 		}
 		st.serve()
-		if st.stopping && st.slots.leasedCount() == 0 {
+		if st.finished() {
 			return nil
 		}
 		if !st.idle() {
@@ -142,8 +147,17 @@ func (st *loopState) idle() bool {
 	return st.clients == 0 && st.slots.leasedCount() == 0 && len(st.slots.waiters) == 0 && !st.jobs.busy()
 }
 
-func (st *loopState) beginStop() {
+// finished: stopping, no lease held, and (draining) no job left.
+func (st *loopState) finished() bool {
+	return st.stopping && st.slots.leasedCount() == 0 && (!st.draining || !st.jobs.busy())
+}
+
+// beginStop stops granting slots and taking jobs. With drain, jsd stops
+// once the queued and running jobs have ended; without, once the leases
+// are released (jobs still there are then reported lost).
+func (st *loopState) beginStop(drain bool) {
 	st.stopping = true
+	st.draining = st.draining || drain
 	for len(st.slots.waiters) > 0 {
 		w := st.slots.waiters[0]
 		st.slots.dropWaiter(st, 0)
@@ -219,7 +233,13 @@ func (st *loopState) handleMsg(c *conn, m *wire.Msg) {
 	case wire.CmdShutdown:
 		st.s.log.Printf("shutdown requested by a client")
 		c.send(&wire.Msg{Cmd: wire.CmdOK, Req: m.Req})
-		st.beginStop()
+		st.beginStop(m.Drain)
+	case wire.CmdResize:
+		if msg := st.slots.resize(st, m.Slots); msg != "" {
+			c.sendError(m.Req, wire.CodeBadRequest, msg)
+			return
+		}
+		c.send(&wire.Msg{Cmd: wire.CmdOK, Req: m.Req, Slots: st.slots.total})
 	case wire.CmdPing:
 		c.send(&wire.Msg{Cmd: wire.CmdPong, Req: m.Req})
 	default:
@@ -271,7 +291,7 @@ func (st *loopState) maybeReclaim() {
 // reclaim restores the pool to exactly N tokens when nobody but jsd holds
 // the FIFO and no lease is out.
 func (st *loopState) reclaim(holders int) {
-	if holders != 0 || st.slots.leasedCount() > 0 || len(st.slots.waiters) > 0 {
+	if holders != 0 || st.slots.leasedCount() > 0 || len(st.slots.waiters) > 0 || st.slots.debt > 0 {
 		return
 	}
 	free, err := st.s.pipe.Free()
@@ -338,30 +358,25 @@ func killGroup(pid int, start uint64) {
 
 var _ = strings.TrimSpace
 
-// Metrics are the counters `{"cmd":"metrics"}` returns: deputy's names
-// first (all of them, always), then ours.
-type Metrics struct {
-	UpSince     int64  `json:"up_since"` // ms since the epoch
-	Connections uint64 `json:"connections"`
-	counters
-	ConnectionsOpen int    `json:"connections_open"`
-	LeasesGranted   uint64 `json:"leases_granted"`
-	TokensReclaimed int    `json:"tokens_reclaimed"`
-	ProtocolErrors  uint64 `json:"protocol_errors"`
-	JobsQueued      int    `json:"jobs_queued"`
-	JobsRunning     int    `json:"jobs_running"`
-	Workers         int    `json:"workers"`
+func (st *loopState) metrics() *metrics.Snapshot {
+	c := st.jobs.c
+	c.UpSince = st.s.started.UnixMilli()
+	c.Connections = st.conns
+	c.ConnectionsOpen = len(st.open)
+	c.LeasesGranted = st.slots.granted
+	c.TokensReclaimed = st.slots.reclaimed
+	c.ProtocolErrors = st.protoErrs
+	c.Workers = len(st.jobs.workers)
+	for _, n := range st.jobs.running {
+		c.JobsRunning += n
+	}
+	c.JobsQueued = len(st.jobs.live) - c.JobsRunning
+	c.SlotsTotal = st.slots.total
+	if free, err := st.s.pipe.Free(); err == nil {
+		c.SlotsInUse = max(st.slots.total-free, 0)
+	}
+	return &metrics.Snapshot{Counters: c, Histograms: st.hist.Clone()}
 }
 
-func (st *loopState) metrics() *Metrics {
-	m := &Metrics{
-		UpSince: st.s.started.UnixMilli(), Connections: st.conns, counters: st.jobs.c,
-		ConnectionsOpen: len(st.open), LeasesGranted: st.slots.granted, TokensReclaimed: st.slots.reclaimed,
-		ProtocolErrors: st.protoErrs, Workers: len(st.jobs.workers),
-	}
-	for _, n := range st.jobs.running {
-		m.JobsRunning += n
-	}
-	m.JobsQueued = len(st.jobs.live) - m.JobsRunning
-	return m
-}
+// Metrics is the metrics document of {"cmd":"metrics"}.
+type Metrics = metrics.Snapshot

@@ -45,6 +45,10 @@ func (st *loopState) handleJobMsg(c *conn, m *wire.Msg) bool {
 	js := &st.jobs
 	switch m.Cmd {
 	case wire.CmdDo:
+		if st.stopping {
+			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: wire.CodeStopping, Message: "jsd is stopping and takes no new jobs"})
+			return true
+		}
 		native := m.Req != nil || m.Priority != nil || m.Retries != nil || m.Detach || m.ID == nil
 		s := submission{id: m.ID, typ: m.Type, arg: m.Arg, detach: m.Detach, proto: protoDeputy}
 		if native {

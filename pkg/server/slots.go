@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/js-toolkit/js/pkg/jobserver"
+	"github.com/js-toolkit/js/pkg/metrics"
 	"github.com/js-toolkit/js/pkg/wire"
 )
 
@@ -20,6 +21,7 @@ type slotState struct {
 	leaseSeq  uint64
 	reclaimed int
 	granted   uint64
+	debt      int // tokens to take out of the pool as they come back (after a shrink)
 	buf       []byte
 }
 
@@ -30,6 +32,7 @@ type waiter struct {
 	deadline time.Time // zero: wait forever
 	pid      int
 	command  string
+	since    time.Time
 }
 
 type lease struct {
@@ -52,13 +55,38 @@ func (sl *slotState) init(fifo string, n int) {
 
 func (sl *slotState) leasedCount() int { return len(sl.leases) }
 
-// need is how many tokens the head waiter still lacks.
+// need is how many tokens jsd wants from the FIFO now: a shrink's debt,
+// then what the head waiter still lacks.
 func (sl *slotState) need() int {
-	if len(sl.waiters) == 0 {
-		return 0
+	n := sl.debt
+	if len(sl.waiters) > 0 {
+		w := sl.waiters[0]
+		n += w.k - w.have
 	}
-	w := sl.waiters[0]
-	return w.k - w.have
+	return n
+}
+
+// resize changes the pool's size at runtime: growing adds tokens at once;
+// shrinking takes tokens back as they return, never revoking a lease.
+func (sl *slotState) resize(st *loopState, n int) string {
+	if n < 1 || n > jobserver.MaxSlots {
+		return fmt.Sprintf("slots %d is out of range 1..%d", n, jobserver.MaxSlots)
+	}
+	if n > sl.total {
+		if err := st.s.pipe.EnsureCapacity(n); err != nil {
+			return err.Error()
+		}
+		grow := n - sl.total
+		pay := min(grow, sl.debt) // cancel a shrink not yet done
+		sl.debt -= pay
+		sl.putBack(st, grow-pay)
+	} else {
+		sl.debt += sl.total - n
+	}
+	st.s.log.Printf("resized the pool from %d to %d slots", sl.total, n)
+	sl.total = n
+	st.dirty = true
+	return ""
 }
 
 func (sl *slotState) acquire(st *loopState, c *conn, m *wire.Msg) {
@@ -66,7 +94,7 @@ func (sl *slotState) acquire(st *loopState, c *conn, m *wire.Msg) {
 	if k == 0 {
 		k = 1
 	}
-	if k < 0 || k > sl.total {
+	if k < 0 || k > sl.total || k > jobserver.MaxSlots {
 		c.sendError(m.Req, wire.CodeBadRequest, fmt.Sprintf("slots %d is out of range 1..%d (the pool's size)", k, sl.total))
 		return
 	}
@@ -74,7 +102,7 @@ func (sl *slotState) acquire(st *loopState, c *conn, m *wire.Msg) {
 		c.sendError(m.Req, wire.CodeStopping, "jsd is stopping and grants no new slots")
 		return
 	}
-	w := &waiter{c: c, req: m.Req, k: k, pid: m.PID, command: m.Command}
+	w := &waiter{c: c, req: m.Req, k: k, pid: m.PID, command: m.Command, since: time.Now()}
 	if m.TimeoutMS != nil {
 		if *m.TimeoutMS < 0 {
 			c.sendError(m.Req, wire.CodeBadRequest, "timeout_ms must be >= 0")
@@ -98,6 +126,14 @@ func (sl *slotState) acquire(st *loopState, c *conn, m *wire.Msg) {
 // whether anything changed.
 func (sl *slotState) fill(st *loopState) bool {
 	changed := false
+	for sl.debt > 0 {
+		n, err := st.s.pipe.TryTake(sl.buf[:min(sl.debt, len(sl.buf))])
+		if err != nil || n == 0 {
+			return changed
+		}
+		sl.debt -= n
+		changed = true
+	}
 	for len(sl.waiters) > 0 {
 		w := sl.waiters[0]
 		want := w.k - w.have
@@ -119,6 +155,7 @@ func (sl *slotState) fill(st *loopState) bool {
 		}
 		sl.waiters = sl.waiters[1:]
 		w.c.waiters--
+		st.hist.Observe(metrics.SlotWait, "", time.Since(w.since))
 		sl.grant(w)
 	}
 	return changed
@@ -142,6 +179,9 @@ func (sl *slotState) dropWaiter(st *loopState, i int) {
 }
 
 func (sl *slotState) putBack(st *loopState, n int) {
+	pay := min(n, sl.debt) // a shrink takes returning tokens first
+	sl.debt -= pay
+	n -= pay
 	if n <= 0 {
 		return
 	}

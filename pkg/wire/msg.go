@@ -38,6 +38,7 @@ const (
 	CmdJobs      = "jobs"      // both ways: list jobs
 	CmdWorkers   = "workers"   // both ways: list workers
 	CmdDrain     = "drain"     // worker -> jsd: send me no new jobs
+	CmdResize    = "resize"    // client -> jsd: change the pool's size
 )
 
 // Error codes carried by CmdError replies.
@@ -68,6 +69,7 @@ type Msg struct {
 	Lease     uint64 `json:"lease,omitempty"`
 	PID       int    `json:"pid,omitempty"`
 	Command   string `json:"command,omitempty"`
+	Drain     bool   `json:"drain,omitempty"` // shutdown: wait for the queued and running jobs first
 	Fifo      string `json:"fifo,omitempty"`  // lease: the pool's FIFO, for the command's MAKEFLAGS
 	Total     int    `json:"total,omitempty"` // lease: the pool's size (-jN)
 

@@ -1,7 +1,6 @@
 package jsctl
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"github.com/js-toolkit/js/pkg/cli/outcome"
 	"github.com/js-toolkit/js/pkg/client"
 	"github.com/js-toolkit/js/pkg/launch"
+	"github.com/js-toolkit/js/pkg/metrics"
 	"github.com/js-toolkit/js/pkg/queue"
 	"github.com/js-toolkit/js/pkg/wire"
 )
@@ -167,21 +167,50 @@ func (c *MetricsCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	var m map[string]json.Number
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.UseNumber()
-	if err := dec.Decode(&m); err != nil {
-		return err
+	snap, counters, err := metrics.Decode(raw)
+	if err != nil {
+		return fmt.Errorf("bad metrics from jsd: %w", err)
 	}
 	switch {
 	case c.JSON:
-		return e.printJSON(json.RawMessage(raw))
+		return e.printJSON(raw)
 	case c.Prometheus:
-		fmt.Fprint(e.stdio.Out, Prometheus(m))
+		metrics.Prometheus(e.stdio.Out, snap, counters)
 	default:
-		for _, k := range sortedKeys(m) {
-			fmt.Fprintf(e.stdio.Out, "%-20s %s\n", k, m[k])
+		for _, k := range sortedKeys(counters) {
+			fmt.Fprintf(e.stdio.Out, "%-20s %v\n", k, counters[k])
+		}
+		for _, name := range sortedKeys(snap.Histograms) {
+			for _, typ := range sortedKeys(snap.Histograms[name]) {
+				h := snap.Histograms[name][typ]
+				label := name
+				if typ != "" {
+					label += "{" + typ + "}"
+				}
+				mean := 0.0
+				if h.Count > 0 {
+					mean = h.Sum / float64(h.Count)
+				}
+				fmt.Fprintf(e.stdio.Out, "%-20s count %d, mean %s\n", label, h.Count, ago(time.Duration(mean*float64(time.Second))))
+			}
 		}
 	}
 	return nil
+}
+
+// ResizeCmd changes the pool's size at runtime.
+type ResizeCmd struct {
+	Slots int `arg:"" name:"N" help:"The new number of slots (1..65535)."`
+}
+
+// Run implements the command: growing adds tokens at once; shrinking takes
+// tokens back as they return, never revoking a running lease.
+func (c *ResizeCmd) Run(e *env) error {
+	conn, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, err = conn.Call(&wire.Msg{Cmd: wire.CmdResize, Slots: c.Slots})
+	return err
 }

@@ -36,6 +36,7 @@ type CLI struct {
 	Wait     WaitCmd     `cmd:"" help:"Wait for jobs to end, print their output, exit with the first failing job's status."`
 	Cancel   CancelCmd   `cmd:"" help:"Cancel queued or running jobs."`
 	Metrics  MetricsCmd  `cmd:"" help:"Print jsd's counters."`
+	Resize   ResizeCmd   `cmd:"" help:"Change the number of slots at runtime (shrinking never revokes a running lease)."`
 	Shutdown ShutdownCmd `cmd:"" help:"Stop jsd: it grants nothing new and exits once the leases held now are released."`
 }
 
@@ -101,7 +102,9 @@ type exitError int
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", int(e)) }
 
 // ShutdownCmd stops jsd.
-type ShutdownCmd struct{}
+type ShutdownCmd struct {
+	Drain bool `help:"Take no new jobs but finish the queued and running ones first."`
+}
 
 // Run implements the command.
 func (c *ShutdownCmd) Run(e *env) error {
@@ -110,5 +113,5 @@ func (c *ShutdownCmd) Run(e *env) error {
 		return err
 	}
 	defer conn.Close()
-	return conn.Shutdown()
+	return conn.Shutdown(c.Drain)
 }
