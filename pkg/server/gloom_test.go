@@ -410,6 +410,8 @@ func TestGloomWorkerDeathRequeues(t *testing.T) {
 	master.send(`{"action":"submit","id":"B","type":"w","body":"b","priority":1}`)
 	master.expect(`{"ok":true,"id":"B"}`)
 	first.c.Close()
+	noWorkers := func(st *loopState) bool { return len(st.jobs.workers) == 0 }
+	eventually(t, s, "jsd to see the slave gone", noWorkers)
 	for attempt := 2; attempt <= 4; attempt++ {
 		sl := slaveJoin(t, s.testAddr(), "w")
 		sl.expect(`{"action":"job","id":"A","type":"w","body":"a"}`)
@@ -418,6 +420,7 @@ func TestGloomWorkerDeathRequeues(t *testing.T) {
 			t.Fatalf("attempt %d runs at priority %d, want %d", attempt, prio, attempt-1)
 		}
 		sl.c.Close()
+		eventually(t, s, "jsd to see the slave gone", noWorkers)
 	}
 	master.expect(`{"error":"job_failed","reason":"A"}`)
 	last := slaveJoin(t, s.testAddr(), "w")

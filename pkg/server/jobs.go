@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/js-toolkit/js/pkg/journal"
 	"github.com/js-toolkit/js/pkg/metrics"
 	"github.com/js-toolkit/js/pkg/queue"
 	"github.com/js-toolkit/js/pkg/status"
@@ -56,6 +57,9 @@ type job struct {
 	out     *outcome
 	waiters []jobWaiter
 	gone    bool // ended and reported while its worker still runs it
+
+	awaitAck bool   // its acknowledgement waits for the journal
+	afterAck func() // its outcome, held until the acknowledgement is out
 }
 
 type jobWaiter struct {
@@ -105,6 +109,9 @@ type jobState struct {
 	wseq     uint64
 	c        metrics.Counters
 	hist     metrics.Set
+
+	journal *journal.Journal          // nil: jobs live in memory only
+	call    func(func(st *loopState)) // runs a function in the loop
 
 	deputyRetries int // -1: unbounded, as deputy
 	resultTTL     time.Duration
@@ -386,8 +393,13 @@ func (js *jobState) result(p peer, id string, o *outcome) (string, string) {
 	return "", ""
 }
 
-// finish ends j with o and tells whoever waits for it.
-func (js *jobState) finish(j *job, o *outcome) {
+// finish ends j with o and tells whoever waits for it; a detached job
+// nobody waits for keeps its result for 'jsctl wait'.
+func (js *jobState) finish(j *job, o *outcome) { js.end(j, o, true) }
+
+// end is finish; keep=false drops the result when nobody is there to take
+// it (its submitter disconnected).
+func (js *jobState) end(j *job, o *outcome, keep bool) {
 	j.State = o.state
 	j.Ended = time.Now().UnixNano()
 	j.out = o
@@ -406,25 +418,40 @@ func (js *jobState) finish(j *job, o *outcome) {
 	} else {
 		delete(js.live, j.ID)
 	}
-	delivered := false
-	if j.owner != nil {
-		j.owner.sendOutcome(j, nil)
-		if m := js.owned[j.owner]; m != nil {
+	owner, waiters := j.owner, j.waiters
+	j.waiters = nil
+	if owner != nil {
+		if m := js.owned[owner]; m != nil {
 			delete(m, j.ID)
 		}
-		delivered = true
 	}
-	for _, w := range j.waiters {
-		w.p.sendOutcome(j, w.req)
-		delivered = true
-	}
-	j.waiters = nil
-	if j.owner == nil && !delivered {
+	kept := keep && owner == nil && len(waiters) == 0
+	if kept {
 		js.detached[j.ID] = j
 		js.kept = append(js.kept, j)
 		if len(js.kept) > js.maxKept {
 			js.expire(js.kept[0])
 		}
+	}
+	if js.journal != nil {
+		if kept {
+			js.journal.Put(record(j), nil)
+		} else {
+			js.journal.Delete(j.ID)
+		}
+	}
+	deliver := func() {
+		if owner != nil {
+			owner.sendOutcome(j, nil)
+		}
+		for _, w := range waiters {
+			w.p.sendOutcome(j, w.req)
+		}
+	}
+	if j.awaitAck {
+		j.afterAck = deliver // the acknowledgement goes out first
+	} else {
+		deliver()
 	}
 	js.recent = append(js.recent, j)
 	if len(js.recent) > 2*recentJobs {
@@ -432,11 +459,76 @@ func (js *jobState) finish(j *job, o *outcome) {
 	}
 }
 
+// accept acknowledges a submitted job: at once, or with a journal once the
+// job is on disk (group commit). ack may be nil (deputy asks for none).
+func (js *jobState) accept(j *job, ack func()) {
+	if js.journal == nil {
+		if ack != nil {
+			ack()
+		}
+		return
+	}
+	j.awaitAck = true
+	js.journal.Put(record(j), func() {
+		js.call(func(*loopState) {
+			j.awaitAck = false
+			if ack != nil {
+				ack()
+			}
+			if f := j.afterAck; f != nil {
+				j.afterAck = nil
+				f()
+			}
+		})
+	})
+}
+
+// record is j as the journal keeps it.
+func record(j *job) *journal.Record {
+	r := &journal.Record{ID: j.ID, NumID: j.NumID, Type: j.Type, Priority: j.Priority, Retries: j.Retries,
+		Attempts: j.Attempts, Seq: j.Seq, Arg: j.Arg, Proto: uint8(j.proto), State: uint8(j.State),
+		Submitted: j.Submitted, Ended: j.Ended}
+	if o := j.out; o != nil {
+		r.Res, r.Enc, r.Error, r.Exit = o.res, o.enc, o.err, o.exit
+	}
+	return r
+}
+
+// restore brings back the jobs of a journal: the ones that had not ended are
+// queued again, detached (their submitters were connected to the jsd that
+// died: 'jsctl wait ID' re-attaches); ended detached results are kept.
+func (js *jobState) restore(recs []journal.Record) (queued, results int) {
+	sort.Slice(recs, func(a, b int) bool { return recs[a].Seq < recs[b].Seq })
+	for i := range recs {
+		r := &recs[i]
+		j := &job{Job: queue.Job{ID: r.ID, NumID: r.NumID, Type: r.Type, Arg: r.Arg, Seq: r.Seq,
+			Priority: r.Priority, Retries: r.Retries, Attempts: r.Attempts, Submitted: r.Submitted},
+			proto: proto(r.Proto)}
+		j.Data = j
+		js.arrival = max(js.arrival, r.Seq)
+		if st := queue.State(r.State); st.Ended() {
+			j.State, j.Ended = st, r.Ended
+			j.out = &outcome{state: st, res: r.Res, enc: r.Enc, err: r.Error, exit: r.Exit}
+			js.detached[j.ID] = j
+			js.kept = append(js.kept, j)
+			results++
+			continue
+		}
+		js.live[j.ID] = j
+		js.enqueue(j)
+		queued++
+	}
+	return queued, results
+}
+
 // expire drops a kept detached result.
 func (js *jobState) expire(j *job) {
 	if js.detached[j.ID] == j {
 		delete(js.detached, j.ID)
 		js.c.ResultsExpired++
+		if js.journal != nil {
+			js.journal.Delete(j.ID)
+		}
 	}
 	js.kept = js.kept[1:]
 }
@@ -490,6 +582,9 @@ func (js *jobState) wait(p peer, id string, req json.RawMessage) (string, string
 	if j := js.detached[id]; j != nil {
 		p.sendOutcome(j, req)
 		delete(js.detached, id) // fetched: the id is free again
+		if js.journal != nil {
+			js.journal.Delete(id)
+		}
 		return "", ""
 	}
 	if js.ended(id) {
@@ -568,11 +663,7 @@ func (js *jobState) abandon(why string) {
 
 // finishQuietly cancels a job whose submitter is gone: nobody to tell.
 func (js *jobState) finishQuietly(j *job) {
-	js.finish(j, &outcome{state: queue.Cancelled, err: "submitter disconnected"})
-	if js.detached[j.ID] == j {
-		delete(js.detached, j.ID) // not detached: nobody may fetch it
-		js.kept = js.kept[:len(js.kept)-1]
-	}
+	js.end(j, &outcome{state: queue.Cancelled, err: "submitter disconnected"}, false)
 }
 
 func dropWaiters(ws []jobWaiter, p peer) []jobWaiter {

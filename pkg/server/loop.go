@@ -66,6 +66,7 @@ func (st *loopState) init(s *Server) {
 	st.open = map[*conn]struct{}{}
 	st.hist = metrics.Set{}
 	st.jobs.hist = st.hist
+	st.jobs.call = s.call
 	st.watchReq = make(chan struct{}, 1)
 	st.lastActive = time.Now()
 	st.slots.init(s.cfg.Paths.FIFO, s.cfg.Slots)

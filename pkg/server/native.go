@@ -65,9 +65,12 @@ func (st *loopState) handleJobMsg(c *conn, m *wire.Msg) bool {
 			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: code, Message: msg})
 			return true
 		}
+		var ack func()
 		if native {
-			c.send(&wire.Msg{Cmd: wire.CmdQueued, Req: m.Req, ID: j.RawID()})
+			req := m.Req
+			ack = func() { c.send(&wire.Msg{Cmd: wire.CmdQueued, Req: req, ID: j.RawID()}) }
 		}
+		js.accept(j, ack)
 		js.enqueue(j)
 	case wire.CmdCanDo:
 		if len(m.Types) == 0 {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/js-toolkit/js/pkg/jobserver"
+	"github.com/js-toolkit/js/pkg/journal"
 	"github.com/js-toolkit/js/pkg/rundir"
 	"github.com/js-toolkit/js/pkg/status"
 )
@@ -48,6 +49,8 @@ type Config struct {
 	WorkerType    string
 	WorkerHandler []string
 
+	Journal string // bbolt file that keeps queued jobs and detached results across restarts; "": memory only
+
 	DeputyRetries int           // requeues of a plain deputy job whose worker died; <0: unbounded (deputy's rule)
 	ResultTTL     time.Duration // how long a detached job's result waits for 'jsctl wait'
 	MaxResults    int           // at most this many detached results are kept (the oldest expire first)
@@ -62,6 +65,7 @@ type Server struct {
 	ln      net.Listener
 	tcp     tcpState
 	sup     *supervisor
+	journal *journal.Journal
 	sf      *status.File
 	started time.Time
 
@@ -149,6 +153,9 @@ func Start(cfg Config) (*Server, error) {
 		return fail(err)
 	}
 	s.st.init(s)
+	if err := s.openJournal(); err != nil {
+		return fail(err)
+	}
 	s.publish()
 	s.writeStatus(status.Running, "")
 	return s, nil
@@ -259,9 +266,15 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.sup != nil {
 		s.sup.shutdown()
 	}
-	// Nothing is forgotten: every job still queued or running ends as lost
-	// (without a journal nothing survives jsd), and its submitter hears it.
-	s.st.jobs.abandon("jsd stopped before the job ended")
+	// Nothing is forgotten: without a journal every job still queued or
+	// running ends as lost, and its submitter hears it; with one, they stay
+	// in the journal and are queued again (detached) when jsd restarts.
+	if s.journal == nil {
+		s.st.jobs.abandon("jsd stopped before the job ended")
+	}
+	if s.journal != nil {
+		s.journal.Close()
+	}
 	s.pipe.Interrupt()
 	close(s.st.watchReq)
 	s.st.closeAll()
@@ -278,6 +291,27 @@ func (s *Server) tcpHost() string {
 		return ""
 	}
 	return s.cfg.Host
+}
+
+// openJournal opens --journal and brings its jobs back.
+func (s *Server) openJournal() error {
+	if s.cfg.Journal == "" {
+		return nil
+	}
+	j, recs, warn, err := journal.Open(s.cfg.Journal)
+	if warn != nil {
+		s.log.Printf("warning: %v", warn)
+	}
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	s.journal = j
+	s.st.jobs.journal = j
+	queued, results := s.st.jobs.restore(recs)
+	if queued+results > 0 {
+		s.log.Printf("journal %s: %d job(s) queued again, %d result(s) kept for 'jsctl wait'", s.cfg.Journal, queued, results)
+	}
+	return nil
 }
 
 // call runs fn in the loop goroutine, where all scheduler state lives.

@@ -51,6 +51,7 @@ type CLI struct {
 	WorkerType    string  `help:"Job type the --workers serve." placeholder:"TYPE"`
 	DeputyRetries int     `help:"Requeues of a plain deputy job whose worker died (-1: unbounded, as deputy)." default:"-1" placeholder:"N"`
 	ResultTTL     float64 `help:"Seconds a detached job's result is kept for 'jsctl wait'." default:"3600" placeholder:"SECONDS"`
+	Journal       string  `help:"Keep queued jobs and detached results in this file (bbolt, group-committed) so they survive a crash or restart of jsd. Default: in memory only." placeholder:"PATH"`
 
 	Handler []string `arg:"" optional:"" passthrough:"" help:"With --workers: the handler command each worker runs per job (after --)."`
 }
@@ -181,6 +182,7 @@ func (cli *CLI) config(stdio cmdline.Stdio) (server.Config, error) {
 	}
 	cfg.ResultTTL = time.Duration(cli.ResultTTL * float64(time.Second))
 	cfg.DeputyRetries = cli.DeputyRetries
+	cfg.Journal = cli.Journal
 	cfg.Verbose = cli.Verbose
 
 	paths := rundir.For(rundir.Resolve(cli.Dir))
