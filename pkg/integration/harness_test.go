@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -65,8 +66,27 @@ type daemon struct {
 	t      testing.TB
 	dir    string
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *lockedBuffer
 	exited chan struct{}
+}
+
+// lockedBuffer is a bytes.Buffer a child process writes to while the test
+// reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // baseEnv is the environment every process of a test gets: our binaries
@@ -94,7 +114,7 @@ func startJSD(t testing.TB, args ...string) *daemon {
 
 func startJSDIn(t testing.TB, dir string, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, dir: dir, stderr: &bytes.Buffer{}, exited: make(chan struct{})}
+	d := &daemon{t: t, dir: dir, stderr: &lockedBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(bin("jsd"), append([]string{"--dir", dir}, args...)...)
 	d.cmd.Env = baseEnv(dir)
 	d.cmd.Stderr = d.stderr
@@ -273,4 +293,71 @@ func (d *daemon) metrics() map[string]any {
 		d.t.Fatalf("jsctl metrics --json: %v\n%s", err, out)
 	}
 	return m
+}
+
+// ---- helpers for the fault, hostile-client and soak tests ----
+
+// pid is jsd's process id.
+func (d *daemon) pid() int { return d.cmd.Process.Pid }
+
+// kill SIGKILLs jsd and waits until it is gone (its dir, FIFO and socket
+// file stay behind, as after a crash).
+func (d *daemon) kill() {
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.exited
+}
+
+// tcpAddr is jsd's TCP listener (started with --port or --port-range), read
+// from its status file.
+func (d *daemon) tcpAddr() string {
+	d.t.Helper()
+	var addr string
+	waitFor(d.t, 10*time.Second, "the TCP port in the status file", func() bool {
+		doc, err := status.Read(filepath.Join(d.dir, "status.json"))
+		if err != nil || doc.Port == 0 || doc.PID != d.pid() {
+			return false
+		}
+		host := doc.Host
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		addr = net.JoinHostPort(host, strconv.Itoa(doc.Port))
+		return true
+	})
+	return addr
+}
+
+// rssKB is a process's resident set (VmRSS) in KiB, 0 when it is gone.
+func rssKB(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return n
+		}
+	}
+	return 0
+}
+
+// markedProcs lists the live processes whose environment holds
+// JS_TEST_MARK=mark: what is left of the commands a test started with that
+// mark (pids are reused; a mark is not).
+func markedProcs(mark string) []int {
+	want := []byte("JS_TEST_MARK=" + mark + "\x00")
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err == nil && bytes.Contains(append([]byte{0}, b...), append([]byte{0}, want...)) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }

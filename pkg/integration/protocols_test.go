@@ -350,10 +350,13 @@ func TestProtocolHTTPWithToken(t *testing.T) {
 		t.Fatalf("worker got %s %s", id, arg)
 	}
 	w.send(`{"cmd":"did","id":"t1","res":"a-small.jpg\n"}`)
+	var last httpResult
 	waitFor(t, protoDeadline, "t1 to end", func() bool {
-		return httpDo(t, port, "GET", "/jobs/t1", "", auth...).code == 200 &&
-			httpDo(t, port, "GET", "/jobs/t1", "", auth...).body == `"a-small.jpg\n"`
+		last = httpDo(t, port, "GET", "/jobs/t1", "", auth...)
+		t.Logf("%d %q %v", last.code, last.body, last.hdr)
+		return last.hdr.Get("X-Job-State") == "done"
 	})
+	last.must(t, 200, `"a-small.jpg\n"`)
 
 	got := make(chan httpResult, 1)
 	go func() { got <- httpDo(t, port, "POST", "/jobs/thumb", `"b.jpg"`, auth...) }()
@@ -362,7 +365,7 @@ func TestProtocolHTTPWithToken(t *testing.T) {
 	(<-got).must(t, 200, `"b-small.jpg"`)
 
 	r = httpDo(t, port, "GET", "/metrics", "", auth...)
-	if r.code != 200 || !strings.Contains(r.body, "jsd_jobs_done_total 2\n") {
+	if r.code != 200 || !strings.Contains(r.body, "js_jobs_done_total 2\n") {
 		t.Fatalf("metrics: %d\n%s", r.code, r.body)
 	}
 	// seamless' clients cannot present a token.

@@ -38,7 +38,7 @@ func ParseMakeflags(s string) (a Auth, ok bool) {
 		case strings.HasPrefix(w, "--jobserver-fds="):
 			v = strings.TrimPrefix(w, "--jobserver-fds=")
 		case strings.HasPrefix(w, "-j") && len(w) > 2:
-			if n, err := strconv.Atoi(w[2:]); err == nil && n > 0 {
+			if n, err := strconv.Atoi(w[2:]); err == nil && n > 0 && isDigits(w[2:]) {
 				a.Jobs = n
 			}
 			continue
@@ -102,8 +102,9 @@ func WithAuth(old string, jobs int, auth string) string {
 	}
 	out := make([]string, 0, len(flags)+len(vars)+2)
 	// make's first word may be its single-letter flags without a dash ("ks");
-	// keep it first so make still reads it that way.
-	if len(flags) > 0 && !strings.HasPrefix(flags[0], "-") && !strings.Contains(flags[0], "=") {
+	// keep it first so make still reads it that way (only the first word is
+	// read that way: a later one must not become first).
+	if len(flags) > 0 && flags[0] == words[0] && !strings.HasPrefix(flags[0], "-") && !strings.Contains(flags[0], "=") {
 		out = append(out, flags[0])
 		flags = flags[1:]
 	}

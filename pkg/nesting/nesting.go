@@ -26,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/js-toolkit/js/pkg/jobserver"
 )
 
@@ -128,4 +130,15 @@ func (b *Borrow) Close() error {
 		return nil
 	}
 	return b.ln.Close()
+}
+
+// KeepAcrossExec lets the borrow outlive an exec of this process (jsrun
+// --exec): the socket's descriptor loses its close-on-exec flag.
+func (b *Borrow) KeepAcrossExec() error {
+	f, err := b.ln.(*net.UnixListener).File()
+	if err != nil {
+		return err
+	}
+	_, err = unix.FcntlInt(f.Fd(), unix.F_SETFD, 0)
+	return err
 }

@@ -7,28 +7,42 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/js-toolkit/js/pkg/wire"
 )
 
-// outQueue is how many replies a connection may have unsent before jsd
-// gives up on it (a peer that never reads is disconnected, never waited for).
+// maxPending is how many reply bytes a connection may have unsent before
+// jsd gives up on it: a peer that never reads is disconnected, never waited
+// for.
+const maxPending = 32 << 20
+
+// outQueue is how many frames a gloom connection may have unsent before jsd
+// gives up on it.
 const outQueue = 4096
 
-// conn is one client connection. The loop owns its scheduler fields; the
-// reader and writer goroutines touch only nc, out and done.
+// conn is one client connection. Its scheduler fields are guarded by
+// Server.mu; its output by wmu.
 type conn struct {
 	s    *Server
 	id   uint64
 	kind connKind
 	nc   net.Conn
-	br   *bufio.Reader // nil: read nc directly
-	out  chan []byte
+	raw  syscall.RawConn // nc's descriptor, for writes that must not wait
+	br   *bufio.Reader   // nil: read nc directly
 	done chan struct{}
 	once sync.Once
 
-	// owned by the loop
+	wmu        sync.Mutex // guards the output fields below
+	pending    []byte     // replies not yet written
+	spare      []byte
+	writing    bool // the writer goroutine owns the socket's write side
+	lingerNext bool // close (after a linger) once pending is written
+	wake       chan struct{}
+
+	// guarded by Server.mu
 	leases  map[uint64]*lease
 	waiters int
 	closed  bool
@@ -54,10 +68,20 @@ func newConn(s *Server, nc net.Conn, br *bufio.Reader, kind connKind) *conn {
 		br:     br,
 		authed: kind == connUnix || s.cfg.AuthToken == "",
 		nc:     nc,
-		out:    make(chan []byte, outQueue),
+		raw:    rawConn(nc),
 		done:   make(chan struct{}),
+		wake:   make(chan struct{}, 1),
 		leases: map[uint64]*lease{},
 	}
+}
+
+func rawConn(nc net.Conn) syscall.RawConn {
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			return rc
+		}
+	}
+	return nil
 }
 
 // close ends the connection once; both goroutines exit.
@@ -79,54 +103,111 @@ func (c *conn) send(m any) {
 	c.sendRaw(append(b, wire.CRLF...))
 }
 
+// sendRaw writes b now if the socket takes it without waiting, and
+// otherwise queues it for the writer goroutine (which then batches what
+// piles up). Order is kept: nothing is written directly while older bytes
+// wait.
 func (c *conn) sendRaw(b []byte) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	select {
 	case <-c.done:
-	case c.out <- b:
+		return
 	default:
+	}
+	if c.lingerNext {
+		return
+	}
+	if !c.writing && len(c.pending) == 0 && c.raw != nil {
+		n, err := tryWrite(c.raw, b)
+		if err != nil {
+			c.close()
+			return
+		}
+		b = b[n:]
+		if len(b) == 0 {
+			return
+		}
+	}
+	if len(c.pending)+len(b) > maxPending {
 		c.s.log.Printf("connection %d does not read its replies: closing it", c.id)
 		c.close()
+		return
 	}
+	c.pending = append(c.pending, b...)
+	c.startWriter()
+}
+
+// startWriter hands the socket to the writer goroutine (wmu held).
+func (c *conn) startWriter() {
+	if !c.writing {
+		c.writing = true
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// tryWrite writes what the socket takes without waiting.
+func tryWrite(rc syscall.RawConn, b []byte) (int, error) {
+	n := 0
+	var werr error
+	err := rc.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, err := syscall.Write(int(fd), b[n:])
+			if m > 0 {
+				n += m
+			}
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil && err != syscall.EAGAIN {
+				werr = err
+			}
+			break
+		}
+		return true // never wait here
+	})
+	if err == nil {
+		err = werr
+	}
+	return n, err
 }
 
 func (c *conn) sendError(req json.RawMessage, code, msg string) {
 	c.send(&wire.Msg{Cmd: wire.CmdError, Req: req, Code: code, Message: msg})
 }
 
+// writeLoop writes what sendRaw could not, with blocking writes, until the
+// connection closes.
 func (c *conn) writeLoop() {
-	w := bufio.NewWriterSize(c.nc, 32<<10)
 	for {
 		select {
 		case <-c.done:
 			return
-		case b := <-c.out:
-			if b == nil {
-				w.Flush()
-				c.linger()
-				return
-			}
-			if _, err := w.Write(b); err != nil {
-				c.close()
-				return
-			}
-			// Batch whatever else is already queued into one write.
-			for more := true; more; {
-				select {
-				case b = <-c.out:
-					if b == nil {
-						w.Flush()
-						c.linger()
-						return
-					}
-					if _, err := w.Write(b); err != nil {
-						c.close()
-						return
-					}
-				default:
-					more = false
+		case <-c.wake:
+		}
+		for {
+			c.wmu.Lock()
+			buf := c.pending
+			c.pending = c.spare[:0]
+			if len(buf) == 0 {
+				c.writing = false
+				linger := c.lingerNext
+				c.wmu.Unlock()
+				if linger {
+					c.linger()
+					return
 				}
+				break
 			}
-			if err := w.Flush(); err != nil {
+			c.wmu.Unlock()
+			_, err := c.nc.Write(buf)
+			c.wmu.Lock()
+			c.spare = buf[:0]
+			c.wmu.Unlock()
+			if err != nil {
 				c.close()
 				return
 			}
@@ -140,7 +221,7 @@ func (c *conn) readLoop() {
 		if !lingering {
 			c.close()
 		}
-		c.s.events <- event{kind: evClose, c: c}
+		c.s.exec(event{kind: evClose, c: c})
 	}()
 	var r io.Reader = c.nc
 	if c.br != nil {
@@ -170,11 +251,10 @@ func (c *conn) readLoop() {
 		} else if m.Cmd == "" {
 			m = wire.Msg{Req: m.Req, Code: wire.CodeBadRequest, Message: `missing "cmd"`}
 		}
-		select {
-		case c.s.events <- event{kind: evMsg, c: c, m: &m}:
-		case <-c.done:
-			return
+		if !utf8.Valid(line) {
+			m.Sanitize()
 		}
+		c.s.exec(event{kind: evMsg, c: c, m: &m})
 	}
 }
 
@@ -191,14 +271,17 @@ func (c *conn) linger() {
 	c.close()
 }
 
-// closeAfterFlush asks the writer to send what is queued, then close.
+// closeAfterFlush closes the connection once its queued replies are
+// written (with a linger, see linger).
 func (c *conn) closeAfterFlush() {
-	select {
-	case c.out <- nil:
-	case <-c.done:
-	default:
-		c.close()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.lingerNext {
+		return
 	}
+	c.lingerNext = true
+	c.writing = false // let the writer run the close even when idle
+	c.startWriter()
 }
 
 func trimSpace(b []byte) []byte {

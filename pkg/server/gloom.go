@@ -46,6 +46,48 @@ type gloomConn struct {
 	client bool // counted in st.clients (a master)
 	closed bool
 	cur    *job // the job this slave runs; gloom's respond names none
+	// Frames held behind an acknowledgement that waits for the journal:
+	// gloom's client reads replies in order, and takes the message after a
+	// submit for its ok.
+	held          []*gloomFrame
+	closeWhenSent bool // close once held is sent (a fatal error is in it)
+}
+
+// gloomFrame is a frame in g.held; nil b: an acknowledgement not ready yet.
+type gloomFrame struct{ b []byte }
+
+// emit sends a frame now, or behind the acknowledgements still pending.
+func (g *gloomConn) emit(b []byte) {
+	if len(g.held) > 0 {
+		if len(g.held) >= outQueue {
+			g.s.log.Printf("gloom connection %d does not read its replies: closing it", g.id)
+			g.close()
+			return
+		}
+		g.held = append(g.held, &gloomFrame{b: b})
+		return
+	}
+	g.sendRaw(b)
+}
+
+// holdAck reserves the place of an acknowledgement to come.
+func (g *gloomConn) holdAck() *gloomFrame {
+	f := &gloomFrame{}
+	g.held = append(g.held, f)
+	return f
+}
+
+// ackReady fills a held acknowledgement and sends what is ready, in order.
+func (g *gloomConn) ackReady(f *gloomFrame, b []byte) {
+	f.b = b
+	for len(g.held) > 0 && g.held[0].b != nil {
+		g.sendRaw(g.held[0].b)
+		g.held[0] = nil
+		g.held = g.held[1:]
+	}
+	if len(g.held) == 0 && g.closeWhenSent {
+		g.closeAfterFlush()
+	}
 }
 
 // serveGloom speaks gloom frames on nc (br holds what sniffing read). kind
@@ -122,8 +164,12 @@ func (g *gloomConn) readLoop() {
 func (st *loopState) gloomEnd(g *gloomConn, final []byte) {
 	if final != nil {
 		st.protoErrs++
-		g.sendRaw(final)
-		g.closeAfterFlush()
+		g.emit(final)
+		if len(g.held) > 0 {
+			g.closeWhenSent = true // behind acknowledgements still to come
+		} else {
+			g.closeAfterFlush()
+		}
 	} else {
 		g.close()
 	}
@@ -147,7 +193,7 @@ func (st *loopState) gloomMsg(g *gloomConn, m *wire.GloomMsg, prob *wire.GloomPr
 	}
 	fail := func(code, reason string) {
 		st.protoErrs++
-		g.sendRaw(wire.GloomError(code, reason))
+		g.emit(wire.GloomError(code, reason))
 	}
 	if prob != nil {
 		fail(prob.Code, prob.Reason)
@@ -169,7 +215,7 @@ func (st *loopState) gloomMsg(g *gloomConn, m *wire.GloomMsg, prob *wire.GloomPr
 			fail(wire.GloomInvalidType, "type")
 			return
 		}
-		g.sendRaw(wire.GloomOK()) // before the job it may cause
+		g.emit(wire.GloomOK()) // before the job it may cause
 		st.jobs.setTypes(g, []string{typ}, protoGloom)
 	case wire.GloomRespond:
 		if g.role == roleMaster {
@@ -187,7 +233,7 @@ func (st *loopState) gloomMsg(g *gloomConn, m *wire.GloomMsg, prob *wire.GloomPr
 		}
 		j := g.cur
 		g.cur = nil
-		g.sendRaw(wire.GloomOK()) // before the next job
+		g.emit(wire.GloomOK()) // before the next job
 		if code, msg := st.jobs.result(g, j.ID, &outcome{state: queue.Done, res: m.Body}); code != "" {
 			st.s.log.Printf("internal: gloom respond for job %s: %s: %s", j.ID, code, msg)
 		}
@@ -232,13 +278,16 @@ func (st *loopState) gloomMsg(g *gloomConn, m *wire.GloomMsg, prob *wire.GloomPr
 		if j == nil {
 			st.protoErrs++
 			if code == wire.CodeIDExists {
-				g.sendRaw(wire.GloomError(wire.GloomIDExists, m.ID))
+				g.emit(wire.GloomError(wire.GloomIDExists, m.ID))
 			} else {
-				g.sendRaw(wire.GloomError(wire.GloomInvalidMsg, msg))
+				g.emit(wire.GloomError(wire.GloomInvalidMsg, msg))
 			}
 			return
 		}
-		g.sendRaw(wire.GloomSubmitted(m.ID)) // before its result
+		// The ok goes out before its result (the scheduler holds the
+		// outcome until the acknowledgement), and before any later reply.
+		ack, id := g.holdAck(), m.ID
+		st.jobs.accept(j, func() { g.ackReady(ack, wire.GloomSubmitted(id)) })
 		st.jobs.enqueue(j)
 	default:
 		fail(wire.GloomUnknownAction, m.Action)
@@ -254,7 +303,7 @@ func (g *gloomConn) sendJob(j *job) {
 		g.s.log.Printf("internal: gloom worker %d got job %s while running %s", g.id, j.ID, g.cur.ID)
 	}
 	g.cur = j
-	g.sendRaw(wire.GloomJobFrame(j.RawID(), j.Type, j.Arg))
+	g.emit(wire.GloomJobFrame(j.RawID(), j.Type, j.Arg))
 }
 
 // sendCancel: a gloom slave cannot be interrupted (it registers without
@@ -265,10 +314,10 @@ func (g *gloomConn) sendCancel(*job, string) {}
 // lost or cancelled one is {"error":"job_failed","reason":ID}.
 func (g *gloomConn) sendOutcome(j *job, _ json.RawMessage) {
 	if j.out != nil && j.out.state == queue.Done {
-		g.sendRaw(wire.GloomResult(j.RawID(), j.out.res))
+		g.emit(wire.GloomResult(j.RawID(), j.out.res))
 		return
 	}
-	g.sendRaw(wire.GloomError(wire.GloomJobFailed, j.RawID()))
+	g.emit(wire.GloomError(wire.GloomJobFailed, j.RawID()))
 }
 
 // ---- the connection ----

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"sync"
@@ -544,4 +545,67 @@ func (n *nativePeer) expectCmd(cmd string) map[string]json.RawMessage {
 		n.t.Fatalf("got %v, want cmd %s", m, cmd)
 	}
 	return m
+}
+
+// With --journal a submit's ok waits for the disk; the replies still come in
+// the order of the requests, and a result after its ok.
+func TestGloomRepliesInOrderWithJournal(t *testing.T) {
+	s := startTestServer(t, func(c *Config) { c.Journal = filepath.Join(t.TempDir(), "jobs.db") })
+	slave := slaveJoin(t, s.testAddr(), "j")
+	master := dialGloom(t, s.testAddr())
+	var batch []byte
+	for _, js := range []string{
+		`{"action":"submit","id":"A","type":"j","body":1}`,
+		`{"action":"submit","id":"A","type":"j","body":2}`,
+		`{"foo":1}`,
+		`{"action":"submit","id":"B","type":"j","body":3}`,
+	} {
+		batch = append(binary.BigEndian.AppendUint32(batch, uint32(len(js))), js...)
+	}
+	master.sendRaw(batch)
+	slave.expect(`{"action":"job","id":"A","type":"j","body":1}`)
+	slave.send(`{"action":"respond","body":"a"}`)
+	slave.expect(`{"ok":true}`)
+	slave.expect(`{"action":"job","id":"B","type":"j","body":3}`)
+	slave.send(`{"action":"respond","body":"b"}`)
+	slave.expect(`{"ok":true}`)
+	master.expect(`{"ok":true,"id":"A"}`)
+	master.expect(`{"error":"id_exists","reason":"A"}`)
+	master.expect(`{"error":"missing_field","reason":"action"}`)
+	master.expect(`{"ok":true,"id":"B"}`)
+	// Results come after their own ok; A's may come before B's ok.
+	got := map[string]bool{}
+	for i := 0; i < 2; i++ {
+		b, err := master.readFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case sameJSON(b, []byte(`{"id":"A","body":"a"}`)):
+			got["A"] = true
+		case sameJSON(b, []byte(`{"id":"B","body":"b"}`)):
+			got["B"] = true
+		default:
+			t.Fatalf("got %s, want a result", b)
+		}
+	}
+	if !got["A"] || !got["B"] {
+		t.Fatalf("results %v", got)
+	}
+}
+
+// A fatal error right behind a submit whose ok waits for the journal: the
+// ok still goes out first, then the error, then the close.
+func TestGloomFatalErrorBehindPendingAck(t *testing.T) {
+	s := startTestServer(t, func(c *Config) { c.Journal = filepath.Join(t.TempDir(), "jobs.db") })
+	m := dialGloom(t, s.testAddr())
+	sub := `{"action":"submit","id":"K","type":"k","body":1}`
+	batch := append(binary.BigEndian.AppendUint32(nil, uint32(len(sub))), sub...)
+	batch = append(binary.BigEndian.AppendUint32(batch, 3), "foo"...)
+	m.sendRaw(batch)
+	m.expect(`{"ok":true,"id":"K"}`)
+	m.expectError("invalid_json")
+	m.expectClosed()
+	// Its master gone, the job is gone too.
+	eventually(t, s, "K to be dropped", func(st *loopState) bool { return st.jobs.live["K"] == nil && st.clients == 0 })
 }

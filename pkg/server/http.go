@@ -13,14 +13,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"weak"
 
+	"github.com/js-toolkit/js/pkg/metrics"
 	"github.com/js-toolkit/js/pkg/queue"
 	"github.com/js-toolkit/js/pkg/status"
 	"github.com/js-toolkit/js/pkg/wire"
@@ -37,9 +35,8 @@ const MaxHTTPBody = 16 << 20
 // ---- the protocol adapters' state ----
 
 // adapters is the gloom and HTTP state of one Server: whether the listeners
-// closed (then calls into the loop, which may have returned, are not
-// made), the open gloom connections, the HTTP server. It must not point
-// back to the Server once stopped (the registry holds it weakly keyed).
+// closed (then calls into the scheduler, which may have stopped, are not
+// made), the open gloom connections, the HTTP server.
 type adapters struct {
 	done     chan struct{} // closed by stopHTTP
 	stopOnce sync.Once
@@ -50,54 +47,34 @@ type adapters struct {
 	srv     *http.Server
 	ln      *connListener
 	served  chan struct{} // closed when srv.Serve returned
-	events  chan<- event
+	s       *Server
 	started bool
 }
-
-var (
-	adaptersMu  sync.Mutex
-	adaptersReg = map[weak.Pointer[Server]]*adapters{}
-)
 
 // adapters returns s's adapter state, made on first use (a connection may
 // be sniffed before startHTTP runs).
 func (s *Server) adapters() *adapters {
-	k := weak.Make(s)
-	adaptersMu.Lock()
-	defer adaptersMu.Unlock()
-	a := adaptersReg[k]
-	if a == nil {
-		a = &adapters{
+	s.adaptOnce.Do(func() {
+		s.adapt = &adapters{
 			done:   make(chan struct{}),
 			gloom:  map[*gloomConn]struct{}{},
 			ln:     newConnListener(),
 			served: make(chan struct{}),
-			events: s.events,
+			s:      s,
 		}
-		adaptersReg[k] = a
-		runtime.AddCleanup(s, func(k weak.Pointer[Server]) {
-			adaptersMu.Lock()
-			delete(adaptersReg, k)
-			adaptersMu.Unlock()
-		}, k)
-	}
-	return a
+	})
+	return s.adapt
 }
 
-// call runs fn in the loop, like Server.call, unless the listeners have
-// closed (the loop may be gone): then it reports false.
+// call runs fn on the scheduler state, like Server.call, unless the
+// listeners have closed or the scheduler has stopped: then it reports false.
 func (a *adapters) call(fn func(st *loopState)) bool {
 	select {
 	case <-a.done:
 		return false
 	default:
 	}
-	select {
-	case a.events <- event{kind: evCall, fn: fn}:
-		return true
-	case <-a.done:
-		return false
-	}
+	return a.s.tryCall(fn)
 }
 
 // ask runs fn in the loop and waits for its answer.
@@ -255,7 +232,6 @@ type httpPeer struct {
 
 // httpOutcome is a copy of a job's end, made in the loop.
 type httpOutcome struct {
-	id    json.RawMessage
 	key   string
 	state queue.State
 	res   json.RawMessage
@@ -269,7 +245,7 @@ func newHTTPPeer() *httpPeer { return &httpPeer{ch: make(chan httpOutcome, 1)} }
 func (p *httpPeer) sendJob(*job)            {}
 func (p *httpPeer) sendCancel(*job, string) {}
 func (p *httpPeer) sendOutcome(j *job, _ json.RawMessage) {
-	o := httpOutcome{id: j.RawID(), key: j.ID, state: j.State}
+	o := httpOutcome{key: j.ID, state: j.State}
 	if j.out != nil {
 		o.state, o.res, o.enc, o.err, o.exit = j.out.state, j.out.res, j.out.enc, j.out.err, j.out.exit
 	}
@@ -414,21 +390,35 @@ type submitReply struct {
 	msg  string
 }
 
-// submitAndWait queues a job for the request and, unless detach, waits for
-// its outcome. A client that goes away cancels its job.
-func (h *httpHandlers) submitJob(sub submission, p *httpPeer) (submitReply, bool) {
-	return ask(h.a, func(st *loopState) submitReply {
+// submitJob queues a job for the request (p is its owner unless detached)
+// and returns once jsd acknowledged it (with --journal: once it is on
+// disk). The caller releases p in every case.
+func (h *httpHandlers) submitJob(r *http.Request, sub submission, p *httpPeer) (submitReply, bool) {
+	ch := make(chan submitReply, 1)
+	if !h.a.call(func(st *loopState) {
 		j, code, msg := st.jobs.submit(p, sub)
 		if j == nil {
-			return submitReply{code: code, msg: msg}
+			ch <- submitReply{code: code, msg: msg}
+			return
 		}
 		if !sub.detach {
 			p.counted = true
 			st.clients++
 		}
+		rep := submitReply{id: j.RawID(), key: j.ID}
+		st.jobs.accept(j, func() { ch <- rep })
 		st.jobs.enqueue(j)
-		return submitReply{id: j.RawID(), key: j.ID}
-	})
+	}) {
+		return submitReply{}, false
+	}
+	select {
+	case v := <-ch:
+		return v, true
+	case <-r.Context().Done():
+		return submitReply{}, false
+	case <-h.a.done:
+		return submitReply{}, false
+	}
 }
 
 // wait waits for p's outcome, the client going away, or jsd stopping.
@@ -502,9 +492,12 @@ func (h *httpHandlers) submit(w http.ResponseWriter, r *http.Request) {
 	}
 	sub.arg = body
 	p := newHTTPPeer()
-	rep, ok := h.submitJob(sub, p)
+	defer h.release(p)
+	rep, ok := h.submitJob(r, sub, p)
 	if !ok {
-		stoppingReply(w)
+		if r.Context().Err() == nil {
+			stoppingReply(w)
+		}
 		return
 	}
 	if rep.code != "" {
@@ -517,7 +510,6 @@ func (h *httpHandlers) submit(w http.ResponseWriter, r *http.Request) {
 		jsonReply(w, http.StatusAccepted, map[string]any{"id": rep.id, "state": "queued"})
 		return
 	}
-	defer h.release(p)
 	o, ok := h.wait(r, p)
 	if !ok {
 		if r.Context().Err() == nil {
@@ -663,50 +655,32 @@ func (h *httpHandlers) metrics(w http.ResponseWriter, r *http.Request) {
 	w.Write(promText(rep.m, rep.qs, h.s.snap.Load()))
 }
 
-// promGauges are the metrics that are levels, not counts.
-var promGauges = map[string]bool{"connections_open": true, "jobs_queued": true, "jobs_running": true, "workers": true}
-
-// promText renders the metrics: every counter of {"cmd":"metrics"} as
-// jsd_NAME_total, the levels as gauges, and per-state and per-type gauges.
+// promText renders the metrics as jsctl metrics --prometheus does (the
+// counters of {"cmd":"metrics"} as js_NAME_total, the levels as gauges, the
+// latency histograms), then per-state and per-type gauges.
 func promText(m *Metrics, qs []status.Queue, doc *status.Doc) []byte {
 	var b bytes.Buffer
-	raw, _ := json.Marshal(m)
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var fields map[string]json.Number
-	dec.Decode(&fields)
-	names := make([]string, 0, len(fields))
-	for k := range fields {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		v := fields[k]
-		switch {
-		case k == "up_since":
-			ms, _ := v.Int64()
-			fmt.Fprintf(&b, "# HELP jsd_start_time_seconds When jsd started, in seconds since the epoch.\n# TYPE jsd_start_time_seconds gauge\njsd_start_time_seconds %.3f\n", float64(ms)/1000)
-		case promGauges[k]:
-			fmt.Fprintf(&b, "# TYPE jsd_%s gauge\njsd_%s %s\n", k, k, v)
-		default:
-			fmt.Fprintf(&b, "# TYPE jsd_%s_total counter\njsd_%s_total %s\n", k, k, v)
+	raw, err := json.Marshal(m)
+	if err == nil {
+		if snap, counters, err := metrics.Decode(raw); err == nil {
+			metrics.Prometheus(&b, snap, counters)
 		}
 	}
-	b.WriteString("# HELP jsd_jobs Jobs queued or running now, by state.\n# TYPE jsd_jobs gauge\n")
-	fmt.Fprintf(&b, "jsd_jobs{state=\"queued\"} %d\njsd_jobs{state=\"running\"} %d\n", m.JobsQueued, m.JobsRunning)
-	b.WriteString("# HELP jsd_queue_jobs Jobs of a type queued or running now.\n# TYPE jsd_queue_jobs gauge\n")
+	b.WriteString("# HELP js_jobs Jobs queued or running now, by state.\n# TYPE js_jobs gauge\n")
+	fmt.Fprintf(&b, "js_jobs{state=\"queued\"} %d\njs_jobs{state=\"running\"} %d\n", m.JobsQueued, m.JobsRunning)
+	b.WriteString("# HELP js_queue_jobs Jobs of a type queued or running now.\n# TYPE js_queue_jobs gauge\n")
 	for _, q := range qs {
 		t := promLabel(q.Type)
-		fmt.Fprintf(&b, "jsd_queue_jobs{type=\"%s\",state=\"queued\"} %d\njsd_queue_jobs{type=\"%s\",state=\"running\"} %d\n", t, q.Queued, t, q.Running)
+		fmt.Fprintf(&b, "js_queue_jobs{type=\"%s\",state=\"queued\"} %d\njs_queue_jobs{type=\"%s\",state=\"running\"} %d\n", t, q.Queued, t, q.Running)
 	}
-	b.WriteString("# HELP jsd_queue_workers Workers serving a type.\n# TYPE jsd_queue_workers gauge\n")
+	b.WriteString("# HELP js_queue_workers Workers serving a type.\n# TYPE js_queue_workers gauge\n")
 	for _, q := range qs {
-		fmt.Fprintf(&b, "jsd_queue_workers{type=\"%s\"} %d\n", promLabel(q.Type), q.Workers)
+		fmt.Fprintf(&b, "js_queue_workers{type=\"%s\"} %d\n", promLabel(q.Type), q.Workers)
 	}
 	if doc != nil {
 		sl := doc.Slots
-		b.WriteString("# HELP jsd_slots The slot pool, by state.\n# TYPE jsd_slots gauge\n")
-		fmt.Fprintf(&b, "jsd_slots{state=\"total\"} %d\njsd_slots{state=\"free\"} %d\njsd_slots{state=\"in_use\"} %d\njsd_slots{state=\"leased\"} %d\njsd_slots{state=\"waiting\"} %d\n",
+		b.WriteString("# HELP js_slots The slot pool, by state.\n# TYPE js_slots gauge\n")
+		fmt.Fprintf(&b, "js_slots{state=\"total\"} %d\njs_slots{state=\"free\"} %d\njs_slots{state=\"in_use\"} %d\njs_slots{state=\"leased\"} %d\njs_slots{state=\"waiting\"} %d\n",
 			sl.Total, sl.Free, sl.InUse, sl.Leased, sl.Waiting)
 	}
 	return b.Bytes()
@@ -739,16 +713,18 @@ func (h *httpHandlers) transformation(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	p := newHTTPPeer()
-	rep, ok := h.submitJob(submission{typ: h.s.cfg.TransformationType, arg: body, proto: protoHTTP}, p)
+	defer h.release(p)
+	rep, ok := h.submitJob(r, submission{typ: h.s.cfg.TransformationType, arg: body, proto: protoHTTP}, p)
 	if !ok {
-		stoppingReply(w)
+		if r.Context().Err() == nil {
+			stoppingReply(w)
+		}
 		return
 	}
 	if rep.code != "" {
 		textReply(w, http.StatusInternalServerError, rep.msg)
 		return
 	}
-	defer h.release(p)
 	o, ok := h.wait(r, p)
 	if !ok {
 		if r.Context().Err() == nil {

@@ -223,10 +223,11 @@ func TestHTTPMetrics(t *testing.T) {
 		t.Fatalf("content type %q", r.header.Get("Content-Type"))
 	}
 	for _, line := range []string{
-		"# TYPE jsd_jobs_added_total counter\n", "jsd_jobs_added_total 2\n", "jsd_jobs_done_total 0\n",
-		"# TYPE jsd_jobs gauge\n", `jsd_jobs{state="queued"} 2` + "\n", `jsd_jobs{state="running"} 0` + "\n",
-		`jsd_queue_jobs{type="m",state="queued"} 2` + "\n", "jsd_connections_total ", "jsd_start_time_seconds ",
-		`jsd_slots{state="total"} 2` + "\n",
+		"# TYPE js_jobs_added_total counter\n", "js_jobs_added_total 2\n", "js_jobs_done_total 0\n",
+		"# TYPE js_jobs_queued gauge\n", "js_jobs_queued 2\n",
+		"# TYPE js_jobs gauge\n", `js_jobs{state="queued"} 2` + "\n", `js_jobs{state="running"} 0` + "\n",
+		`js_queue_jobs{type="m",state="queued"} 2` + "\n", "js_connections_total ", "js_up_since_seconds ",
+		`js_slots{state="total"} 2` + "\n",
 	} {
 		if !strings.Contains(r.body, line) {
 			t.Errorf("metrics lack %q:\n%s", line, r.body)

@@ -635,7 +635,7 @@ func (js *jobState) dropPeer(p peer) {
 			js.enqueue(j)
 			continue
 		}
-		msg := fmt.Sprintf("worker disconnected while running the job (attempt %d of %d)", j.Attempts, j.Attempts)
+		msg := fmt.Sprintf("its worker disconnected while running it (after %d attempt(s))", j.Attempts)
 		if j.proto == protoGloom {
 			msg = "job_failed"
 		}

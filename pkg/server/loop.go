@@ -39,7 +39,10 @@ type event struct {
 // reclaimEvery is how often a short pool is checked for leaked tokens.
 const reclaimEvery = 200 * time.Millisecond
 
-// loopState is everything the owner goroutine owns.
+// loopState is the scheduler's state: every field is guarded by
+// Server.mu. Handlers run in the goroutine where their event happens
+// (a connection's reader, the token watcher, the loop's timers), one at a
+// time, under that lock; they never block.
 type loopState struct {
 	s *Server
 
@@ -54,6 +57,9 @@ type loopState struct {
 
 	watchReq   chan struct{} // asks the token watcher to wait for a token
 	watching   bool
+	ended      bool // the loop has returned: no handler runs any more
+	aborted    bool // stop at once (second signal)
+	rearm      bool // the loop must re-arm its deadline timer
 	checking   bool // a holders scan is in flight
 	lastActive time.Time
 	stopping   bool
@@ -73,71 +79,110 @@ func (st *loopState) init(s *Server) {
 	st.jobs.init(s.cfg.DeputyRetries, s.cfg.ResultTTL, s.cfg.MaxResults)
 }
 
+// exec handles one event in the calling goroutine under the state lock,
+// then does what every change needs: serve waiting tokens, note activity,
+// wake the status writer, and wake the loop when it must re-arm its timer
+// or stop. Nothing runs after the loop has ended.
+func (s *Server) exec(ev event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := &s.st
+	if st.ended {
+		return
+	}
+	if ev.kind == evAbort {
+		st.aborted = true
+		s.kickLoop()
+		return
+	}
+	st.handle(ev)
+	st.after()
+}
+
+// after runs after every change, under the lock.
+func (st *loopState) after() {
+	st.serve()
+	if !st.idle() {
+		st.lastActive = time.Now()
+	}
+	if st.finished() || st.rearm {
+		st.rearm = false
+		st.s.kickLoop()
+	}
+	if st.dirty {
+		st.dirty = false
+		st.s.kickStatus()
+	}
+}
+
+func (s *Server) kickLoop() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// loop keeps time for the state: waiter deadlines, the reclaim and expiry
+// tick, idleness, and the stop. It returns when jsd should stop.
 func (s *Server) loop(ctx context.Context) error {
 	st := &s.st
 	tick := time.NewTicker(reclaimEvery)
 	defer tick.Stop()
 	deadline := time.NewTimer(time.Hour)
 	defer deadline.Stop()
+	locked := func(fn func() bool) bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		stop := fn()
+		if stop || st.aborted {
+			st.ended = true // from now on no handler runs
+			return true
+		}
+		return false
+	}
 	for {
-		// Arm the timer for the earliest waiter deadline.
-		if d, ok := st.slots.nextDeadline(); ok {
-			deadline.Reset(time.Until(d))
+		var next time.Time
+		s.mu.Lock()
+		next, armed := st.slots.nextDeadline()
+		s.mu.Unlock()
+		if armed {
+			deadline.Reset(time.Until(next))
 		} else {
 			deadline.Reset(time.Hour)
 		}
+		var stop bool
 		select {
 		case <-ctx.Done():
-			if st.stopping {
-				return nil
-			}
-			st.beginStop(false)
-			if st.finished() {
-				return nil
-			}
-			// Let leases go; a second signal (a second cancel) is the
-			// caller's business: Run returns when they are gone.
+			// Let leases go; a second signal (Abort) is the caller's
+			// business: Run returns when they are gone.
 			ctx = context.Background()
-		case ev := <-s.events:
-			if ev.kind == evAbort {
-				return nil
-			}
-			st.handle(ev)
-			// Drain what is queued before publishing once.
-			for more := true; more; {
-				select {
-				case ev = <-s.events:
-					if ev.kind == evAbort {
-						return nil
-					}
-					st.handle(ev)
-				default:
-					more = false
-				}
-			}
+			stop = locked(func() bool {
+				st.beginStop(false)
+				st.after()
+				return st.finished()
+			})
+		case <-s.kick:
+			stop = locked(st.finished)
 		case <-deadline.C:
-			st.slots.expire(st, time.Now())
+			stop = locked(func() bool {
+				st.slots.expire(st, time.Now())
+				st.after()
+				return st.finished()
+			})
 		case now := <-tick.C:
-			st.maybeReclaim()
-			st.jobs.sweep(now)
-			if st.finished() {
-				return nil
-			}
-			if to := s.cfg.IdleTimeout; to > 0 && st.idle() && now.Sub(st.lastActive) >= to {
-				s.log.Printf("idle for %v: stopping", to)
-				return nil
-			}
+			stop = locked(func() bool {
+				st.maybeReclaim()
+				st.jobs.sweep(now)
+				st.after()
+				if to := s.cfg.IdleTimeout; to > 0 && st.idle() && now.Sub(st.lastActive) >= to {
+					s.log.Printf("idle for %v: stopping", to)
+					return true
+				}
+				return st.finished()
+			})
 		}
-		st.serve()
-		if st.finished() {
+		if stop {
 			return nil
-		}
-		if !st.idle() {
-			st.lastActive = time.Now()
-		}
-		if st.dirty {
-			st.dirty = false
-			s.publish()
 		}
 	}
 }
@@ -285,7 +330,7 @@ func (st *loopState) maybeReclaim() {
 		if err != nil {
 			n = -1
 		}
-		st.s.events <- event{kind: evHolders, holders: n}
+		st.s.exec(event{kind: evHolders, holders: n})
 	}()
 }
 

@@ -89,10 +89,10 @@ func (st *loopState) handleJobMsg(c *conn, m *wire.Msg) bool {
 		if m.Concurrency > 0 || m.CanCancel {
 			pr = protoNative
 		}
-		js.register(c, m.Types, m.Concurrency, m.CanCancel, pr, m.Host, m.PID)
 		if m.Req != nil {
-			c.send(&wire.Msg{Cmd: wire.CmdOK, Req: m.Req})
+			c.send(&wire.Msg{Cmd: wire.CmdOK, Req: m.Req}) // before the jobs it brings
 		}
+		js.register(c, m.Types, m.Concurrency, m.CanCancel, pr, m.Host, m.PID)
 	case wire.CmdDrain:
 		if !js.drain(c) {
 			c.sendError(m.Req, wire.CodeBadRequest, "drain: this connection is not a worker")

@@ -58,18 +58,22 @@ type Config struct {
 
 // Server is one running jsd.
 type Server struct {
-	cfg     Config
-	log     *log.Logger
-	lock    *rundir.Lock
-	pipe    *jobserver.Pipe
-	ln      net.Listener
-	tcp     tcpState
-	sup     *supervisor
-	journal *journal.Journal
-	sf      *status.File
-	started time.Time
+	cfg  Config
+	log  *log.Logger
+	lock *rundir.Lock
+	pipe *jobserver.Pipe
+	ln   net.Listener
+	tcp  tcpState
+	sup  *supervisor
 
-	events   chan event
+	adaptOnce sync.Once
+	adapt     *adapters // gloom and HTTP (http.go)
+	journal   *journal.Journal
+	sf        *status.File
+	started   time.Time
+
+	kick     chan struct{} // wakes the loop
+	mu       sync.Mutex    // guards st
 	snap     atomic.Pointer[status.Doc]
 	statusCh chan struct{} // kicks the status writer
 	sfMu     sync.Mutex    // guards sf writes and state
@@ -77,8 +81,7 @@ type Server struct {
 	wg       sync.WaitGroup
 	connSeq  atomic.Uint64
 
-	// owned by the loop goroutine
-	st loopState
+	st loopState // guarded by mu
 }
 
 // UsageError is a start-up failure caused by the flags (exit 64).
@@ -114,7 +117,7 @@ func Start(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		log:      log.New(cfg.Log, "jsd: ", 0),
 		started:  time.Now(),
-		events:   make(chan event, 1024),
+		kick:     make(chan struct{}, 1),
 		statusCh: make(chan struct{}, 1),
 	}
 	if cfg.Slots < 1 || cfg.Slots > jobserver.MaxSlots {
@@ -143,6 +146,11 @@ func Start(cfg Config) (*Server, error) {
 	if err := s.openPool(); err != nil {
 		return fail(err)
 	}
+	// The jobs come back before anyone can connect.
+	s.st.init(s)
+	if err := s.openJournal(); err != nil {
+		return fail(err)
+	}
 	if err := s.listenUnix(); err != nil {
 		return fail(err)
 	}
@@ -150,10 +158,6 @@ func Start(cfg Config) (*Server, error) {
 		return fail(err)
 	}
 	if err := s.startWorkers(); err != nil {
-		return fail(err)
-	}
-	s.st.init(s)
-	if err := s.openJournal(); err != nil {
 		return fail(err)
 	}
 	s.publish()
@@ -247,19 +251,6 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer s.wg.Done(); s.statusWriter() }()
 	go func() { defer s.wg.Done(); s.tokenWatcher() }()
 	err := s.loop(ctx)
-	// The loop is gone: swallow the events goroutines still send on their
-	// way out, so none of them blocks.
-	drained := make(chan struct{})
-	defer close(drained)
-	go func() {
-		for {
-			select {
-			case <-s.events:
-			case <-drained:
-				return
-			}
-		}
-	}()
 	s.writeStatus(status.Stopping, "")
 	s.ln.Close()
 	s.closeTCP()
@@ -269,15 +260,17 @@ func (s *Server) Run(ctx context.Context) error {
 	// Nothing is forgotten: without a journal every job still queued or
 	// running ends as lost, and its submitter hears it; with one, they stay
 	// in the journal and are queued again (detached) when jsd restarts.
+	s.mu.Lock()
 	if s.journal == nil {
 		s.st.jobs.abandon("jsd stopped before the job ended")
 	}
+	s.st.closeAll()
+	s.mu.Unlock()
 	if s.journal != nil {
 		s.journal.Close()
 	}
 	s.pipe.Interrupt()
 	close(s.st.watchReq)
-	s.st.closeAll()
 	close(s.statusCh)
 	s.wg.Wait()
 	s.cleanup()
@@ -314,21 +307,20 @@ func (s *Server) openJournal() error {
 	return nil
 }
 
-// call runs fn in the loop goroutine, where all scheduler state lives.
-// Protocol adapters (gloom, HTTP) use it; fn must not block.
-func (s *Server) call(fn func(st *loopState)) {
-	s.events <- event{kind: evCall, fn: fn}
+// call runs fn on the scheduler state, under its lock, in the calling
+// goroutine (never after the loop has ended). fn must not block.
+func (s *Server) call(fn func(st *loopState)) { s.tryCall(fn) }
+
+// tryCall is call, reporting whether fn ran.
+func (s *Server) tryCall(fn func(st *loopState)) bool {
+	ran := false
+	s.exec(event{kind: evCall, fn: func(st *loopState) { ran = true; fn(st) }})
+	return ran
 }
 
 // Abort makes Run return at once, leaving held leases behind (their
 // commands keep the tokens they have; nothing new is granted).
-func (s *Server) Abort() {
-	select {
-	case s.events <- event{kind: evAbort}:
-	default:
-		go func() { s.events <- event{kind: evAbort} }()
-	}
-}
+func (s *Server) Abort() { s.exec(event{kind: evAbort}) }
 
 func (s *Server) cleanup() {
 	if s.pipe != nil {
@@ -373,7 +365,7 @@ func (s *Server) acceptLoop(ln net.Listener, kind connKind) {
 // read from nc (sniffing), or is nil.
 func (s *Server) startConn(nc net.Conn, br *bufio.Reader, kind connKind) {
 	c := newConn(s, nc, br, kind)
-	s.events <- event{kind: evOpen, c: c}
+	s.exec(event{kind: evOpen, c: c})
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); c.readLoop() }()
 	go func() { defer s.wg.Done(); c.writeLoop() }()
@@ -388,12 +380,7 @@ func (s *Server) tokenWatcher() {
 			s.log.Printf("wait for fifo: %v", err)
 			time.Sleep(100 * time.Millisecond)
 		}
-		select {
-		case s.events <- event{kind: evReadable, ok: ok}:
-		default:
-			// The loop is busy; it will ask again if it still needs tokens.
-			s.events <- event{kind: evReadable, ok: ok}
-		}
+		s.exec(event{kind: evReadable, ok: ok})
 	}
 }
 
@@ -407,6 +394,11 @@ func (s *Server) statusWriter() {
 			time.Sleep(d)
 		}
 		last = time.Now()
+		s.mu.Lock()
+		if !s.st.ended {
+			s.publish() // the snapshot is built here, at most ten times a second
+		}
+		s.mu.Unlock()
 		s.sfMu.Lock()
 		if doc := s.snap.Load(); doc != nil && s.state == status.Running {
 			if err := s.sf.Write(doc); err != nil {
@@ -460,6 +452,10 @@ func (s *Server) publish() {
 	doc := s.st.snapshot()
 	doc.Status = status.Running
 	s.snap.Store(doc)
+}
+
+// kickStatus tells the status writer that the state changed.
+func (s *Server) kickStatus() {
 	select {
 	case s.statusCh <- struct{}{}:
 	default:

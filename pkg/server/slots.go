@@ -109,6 +109,7 @@ func (sl *slotState) acquire(st *loopState, c *conn, m *wire.Msg) {
 			return
 		}
 		w.deadline = time.Now().Add(time.Duration(*m.TimeoutMS) * time.Millisecond)
+		st.rearm = true
 	}
 	sl.waiters = append(sl.waiters, w)
 	c.waiters++

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/js-toolkit/js/pkg/wire"
@@ -23,6 +24,10 @@ type tcpState struct {
 	gloomMaster net.Listener
 	gloomSlave  net.Listener
 	port        int
+
+	mu       sync.Mutex // guards sniffing and closed
+	sniffing map[net.Conn]struct{}
+	closed   bool
 }
 
 func isLoopback(host string) bool {
@@ -122,6 +127,12 @@ func (s *Server) closeTCP() {
 			ln.Close()
 		}
 	}
+	s.tcp.mu.Lock()
+	s.tcp.closed = true
+	for nc := range s.tcp.sniffing {
+		nc.Close() // still silent: nobody to answer
+	}
+	s.tcp.mu.Unlock()
 	s.stopHTTP()
 }
 
@@ -135,9 +146,23 @@ func (s *Server) sniff(nc net.Conn, kind connKind) {
 		return
 	}
 	br := bufio.NewReaderSize(nc, 64<<10)
+	s.tcp.mu.Lock()
+	if s.tcp.closed {
+		s.tcp.mu.Unlock()
+		nc.Close()
+		return
+	}
+	if s.tcp.sniffing == nil {
+		s.tcp.sniffing = map[net.Conn]struct{}{}
+	}
+	s.tcp.sniffing[nc] = struct{}{}
+	s.tcp.mu.Unlock()
 	nc.SetReadDeadline(time.Now().Add(sniffTimeout))
 	b, err := br.Peek(1)
 	nc.SetReadDeadline(time.Time{})
+	s.tcp.mu.Lock()
+	delete(s.tcp.sniffing, nc)
+	s.tcp.mu.Unlock()
 	if err != nil {
 		nc.Close()
 		return

@@ -42,19 +42,18 @@ func (l *LineReader) Next() ([]byte, error) {
 	}
 	for {
 		chunk, err := l.r.ReadSlice('\n')
-		if len(l.buf)+len(chunk) > l.max+2 {
-			return nil, fmt.Errorf("%w (over %d bytes)", ErrLineTooLong, l.max)
-		}
 		if err == nil {
 			l.done = true
-			var line []byte
-			if len(l.buf) == 0 {
-				line = chunk
-			} else {
+			line := chunk
+			if len(l.buf) > 0 {
 				l.buf = append(l.buf, chunk...)
 				line = l.buf
 			}
-			return bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'}), nil
+			return l.checked(bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'}))
+		}
+		// Without its terminator a line may still end in the CR of a CRLF.
+		if len(l.buf)+len(chunk) > l.max+1 {
+			return nil, l.tooLong()
 		}
 		l.buf = append(l.buf, chunk...)
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -62,10 +61,22 @@ func (l *LineReader) Next() ([]byte, error) {
 		}
 		if err == io.EOF && len(l.buf) > 0 {
 			l.done = true
-			return bytes.TrimSuffix(l.buf, []byte{'\r'}), nil
+			return l.checked(bytes.TrimSuffix(l.buf, []byte{'\r'}))
 		}
 		return nil, err
 	}
+}
+
+// checked returns line, or ErrLineTooLong when it is over the limit.
+func (l *LineReader) checked(line []byte) ([]byte, error) {
+	if len(line) > l.max {
+		return nil, l.tooLong()
+	}
+	return line, nil
+}
+
+func (l *LineReader) tooLong() error {
+	return fmt.Errorf("%w (over %d bytes)", ErrLineTooLong, l.max)
 }
 
 // CRLF ends every line jsd writes: deputy's own client splits on "\r\n" only.

@@ -3,7 +3,11 @@
 // message; field names here are that document's.
 package wire
 
-import "encoding/json"
+import (
+	"bytes"
+	"encoding/json"
+	"unicode/utf8"
+)
 
 // Commands of the native protocol.
 const (
@@ -103,4 +107,29 @@ type Msg struct {
 
 	// Status document (CmdStatus reply).
 	Status json.RawMessage `json:"status,omitempty"`
+}
+
+// Sanitize makes the raw JSON fields valid UTF-8 (a line with invalid UTF-8
+// inside its strings decodes, but jsd must never echo such bytes back):
+// invalid sequences become U+FFFD, as encoding/json does for strings.
+func (m *Msg) Sanitize() {
+	for _, f := range []*json.RawMessage{&m.Req, &m.ID, &m.Arg, &m.Res, &m.Status, &m.Metrics} {
+		if len(*f) > 0 && !utf8.Valid(*f) {
+			*f = sanitizeJSON(*f)
+		}
+	}
+}
+
+func sanitizeJSON(raw json.RawMessage) json.RawMessage {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return json.RawMessage("null")
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return json.RawMessage("null")
+	}
+	return b
 }

@@ -327,14 +327,16 @@ func (s *session) cancel(id, sig string) {
 	}
 	s.mu.Lock()
 	r := s.jobs[id]
+	var proc *launch.Proc
 	if r != nil {
-		r.cancelled = true
+		r.cancelled = true // a job not started yet gets SIGTERM when it starts
+		proc = r.proc
 	}
 	s.mu.Unlock()
-	if r == nil || r.proc == nil {
+	if proc == nil {
 		return
 	}
-	r.proc.Signal(signal)
+	proc.Signal(signal)
 	grace := s.cfg.Grace
 	go func() {
 		time.Sleep(grace)
@@ -342,7 +344,7 @@ func (s *session) cancel(id, sig string) {
 		still := s.jobs[id] == r
 		s.mu.Unlock()
 		if still {
-			r.proc.Signal(syscall.SIGKILL)
+			proc.Signal(syscall.SIGKILL)
 		}
 	}()
 }

@@ -1,6 +1,7 @@
 package jsctl
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/js-toolkit/js/pkg/launch"
 	"github.com/js-toolkit/js/pkg/metrics"
 	"github.com/js-toolkit/js/pkg/queue"
+	"github.com/js-toolkit/js/pkg/status"
 	"github.com/js-toolkit/js/pkg/wire"
 )
 
@@ -38,10 +40,14 @@ func (c *JobsCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	if jobs == nil {
+		jobs = []status.Job{}
+	}
+	sortJobs(jobs)
 	if c.JSON {
 		return e.printJSON(jobs)
 	}
-	e.jobsTable(jobs, time.Now())
+	e.output().jobsTable(e.stdio.Out, jobs, time.Now())
 	return nil
 }
 
@@ -61,10 +67,18 @@ func (c *WorkersCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	if ws == nil {
+		ws = []status.Worker{}
+	}
 	if c.JSON {
 		return e.printJSON(ws)
 	}
-	e.workersTable(ws)
+	o := e.output()
+	if len(ws) == 0 {
+		fmt.Fprintln(e.stdio.Out, fit("no workers (serve a job type with 'jsworker --type T -- HANDLER')", o.width))
+		return nil
+	}
+	o.workersTable(ws, time.Now()).print(e.stdio.Out)
 	return nil
 }
 
@@ -72,7 +86,7 @@ func (c *WorkersCmd) Run(e *env) error {
 type WaitCmd struct {
 	IDs     []string `arg:"" name:"ID" help:"Job ids."`
 	Timeout float64  `help:"Give up after this many seconds (exit 75); 0: wait forever." placeholder:"SECONDS"`
-	JSON    bool     `help:"Print each outcome as a JSON line instead of the job's output."`
+	JSON    bool     `help:"Print each outcome as a JSON line (id, state, res, enc, error, exit: docs/status.md) instead of the job's output."`
 }
 
 // Run implements the command. The exit status is the first job's that did
@@ -101,7 +115,7 @@ func (c *WaitCmd) Run(e *env) error {
 		}
 		var code int
 		if c.JSON {
-			e.printJSONLine(o)
+			e.printJSONLine(outcomeJSON{ID: o.ID, State: o.State, Res: o.Res, Enc: o.Enc, Error: o.Error, Exit: o.Exit})
 			code = outcome.Show(o, discard{}, discard{}, "jsctl")
 		} else {
 			code = outcome.Show(o, e.stdio.Out, e.stdio.Err, "jsctl")
@@ -114,6 +128,16 @@ func (c *WaitCmd) Run(e *env) error {
 		return exitError(status)
 	}
 	return nil
+}
+
+// outcomeJSON is one line of 'jsctl wait --json'.
+type outcomeJSON struct {
+	ID    string          `json:"id"`
+	State string          `json:"state"` // done, failed, lost, cancelled
+	Res   json.RawMessage `json:"res,omitempty"`
+	Enc   string          `json:"enc,omitempty"`
+	Error string          `json:"error,omitempty"`
+	Exit  *int            `json:"exit,omitempty"`
 }
 
 type discard struct{}
@@ -152,7 +176,7 @@ func (c *CancelCmd) Run(e *env) error {
 
 // MetricsCmd prints jsd's counters.
 type MetricsCmd struct {
-	JSON       bool `help:"Print JSON (deputy's metric names plus ours: docs/protocol.md)."`
+	JSON       bool `help:"Print JSON (deputy's metric names plus ours, and the histograms: docs/status.md)."`
 	Prometheus bool `help:"Print the Prometheus text format that GET /metrics serves."`
 }
 
@@ -206,6 +230,9 @@ type ResizeCmd struct {
 // Run implements the command: growing adds tokens at once; shrinking takes
 // tokens back as they return, never revoking a running lease.
 func (c *ResizeCmd) Run(e *env) error {
+	if c.Slots < 1 || c.Slots > 65535 {
+		return cmdline.Errorf(ExitUsage, "the pool holds 1 to 65535 slots", "%d slots is out of range", c.Slots)
+	}
 	conn, err := e.dial()
 	if err != nil {
 		return err

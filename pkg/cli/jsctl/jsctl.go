@@ -9,6 +9,7 @@ import (
 	"github.com/js-toolkit/js/pkg/cli/cmdline"
 	"github.com/js-toolkit/js/pkg/client"
 	"github.com/js-toolkit/js/pkg/rundir"
+	"github.com/js-toolkit/js/pkg/status"
 	"github.com/js-toolkit/js/pkg/version"
 )
 
@@ -18,33 +19,37 @@ const (
 	ExitFailed      = 1  // the request failed (error reply)
 	ExitUsage       = 64 // bad flags or arguments
 	ExitUnavailable = 69 // no jsd reachable
+	ExitTimeout     = 75 // wait, wait-ready: not before --timeout
 )
 
 // Globals are the flags every subcommand takes.
 type Globals struct {
 	Dir     string           `help:"jsd's runtime directory (default: $JS_DIR, else $XDG_RUNTIME_DIR/js, else /tmp/js-$UID)." placeholder:"DIR"`
 	Socket  string           `help:"jsd's unix socket (default: DIR/jsd.sock)." placeholder:"PATH"`
+	Color   string           `help:"Colour the output: auto (when stdout is a terminal and NO_COLOR is not set), always, never." enum:"auto,always,never" default:"auto" placeholder:"WHEN"`
 	Version kong.VersionFlag `help:"Print the version and exit."`
 }
 
 // CLI is jsctl's command tree.
 type CLI struct {
 	Globals
-	Status   StatusCmd   `cmd:"" default:"withargs" help:"Show slots and leases (the default command)."`
-	Jobs     JobsCmd     `cmd:"" help:"List jobs (queued, running, and the recent ones that ended)."`
-	Workers  WorkersCmd  `cmd:"" help:"List the connected workers."`
-	Wait     WaitCmd     `cmd:"" help:"Wait for jobs to end, print their output, exit with the first failing job's status."`
-	Cancel   CancelCmd   `cmd:"" help:"Cancel queued or running jobs."`
-	Metrics  MetricsCmd  `cmd:"" help:"Print jsd's counters."`
-	Resize   ResizeCmd   `cmd:"" help:"Change the number of slots at runtime (shrinking never revokes a running lease)."`
-	Shutdown ShutdownCmd `cmd:"" help:"Stop jsd: it grants nothing new and exits once the leases held now are released."`
+	Status    StatusCmd    `cmd:"" default:"withargs" help:"Show jsd at a glance: slots, leases, queues, workers, recent jobs (the default command); --watch keeps it live."`
+	WaitReady WaitReadyCmd `cmd:"" name:"wait-ready" help:"Wait until jsd's status file says running (for CI scripts and launchers)."`
+	Jobs      JobsCmd      `cmd:"" help:"List jobs (queued, running, and the recent ones that ended)."`
+	Workers   WorkersCmd   `cmd:"" help:"List the connected workers."`
+	Wait      WaitCmd      `cmd:"" help:"Wait for jobs to end, print their output, exit with the first failing job's status."`
+	Cancel    CancelCmd    `cmd:"" help:"Cancel queued or running jobs."`
+	Metrics   MetricsCmd   `cmd:"" help:"Print jsd's counters."`
+	Resize    ResizeCmd    `cmd:"" help:"Change the number of slots at runtime (shrinking never revokes a running lease)."`
+	Shutdown  ShutdownCmd  `cmd:"" help:"Stop jsd: it grants nothing new and exits once the leases held now are released."`
 }
 
-const description = `jsctl shows what jsd is doing and steers it.
+const description = `jsctl shows what jsd is doing and steers it. Every read command takes
+--json (fields: docs/status.md). Colour only on a terminal without NO_COLOR.
 
-Exit codes: 0 ok, 1 the request failed, 64 usage, 69 no jsd reachable;
-jsctl wait exits with the job's status (a command line's own, 76 lost,
-77 cancelled, 75 not ended before --timeout).`
+Exit codes: 0 ok, 1 the request failed (wait-ready: jsd failed), 64 usage,
+69 no jsd reachable, 75 not before --timeout (wait, wait-ready); jsctl wait
+exits with the job's status (a command line's own, 76 lost, 77 cancelled).`
 
 // env is what every subcommand's Run gets.
 type env struct {
@@ -67,6 +72,14 @@ func (e *env) dial() (*client.Conn, error) {
 	if err != nil {
 		if errors.Is(err, client.ErrNoDaemon) {
 			hint := fmt.Sprintf("start one with 'jsd --dir %s &' (or run any 'jsrun -- CMD', which starts one), or point JS_DIR at the directory of a running jsd", p.Dir)
+			if d, err := status.Read(p.Status); err == nil {
+				switch {
+				case d.Status == status.Failed:
+					hint = fmt.Sprintf("the last jsd there failed: %s; fix that, then start one with 'jsd --dir %s &'", d.Error, p.Dir)
+				case d.Status == status.Running && !procAlive(d.PID, d.StartedAt):
+					hint = fmt.Sprintf("%s says pid %d serves it, but that process is gone (killed?); start a new one with 'jsd --dir %s &'", p.Status, d.PID, p.Dir)
+				}
+			}
 			if pid := rundir.LockHolder(p.Lock); pid > 0 {
 				hint = fmt.Sprintf("jsd pid %d holds %s but does not answer on %s: is --socket set differently?", pid, p.Dir, p.Socket)
 			}

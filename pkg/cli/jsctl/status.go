@@ -1,57 +1,170 @@
 package jsctl
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/js-toolkit/js/pkg/status"
 )
 
-// StatusCmd prints the slots and the leases.
+// StatusCmd shows jsd at a glance, once or live.
 type StatusCmd struct {
-	JSON bool `help:"Print the status document as JSON (fields: docs/status.md)."`
+	JSON       bool   `help:"Print the status document as JSON (fields: docs/status.md). With --watch: one compact JSON line per change."`
+	Watch      bool   `short:"w" help:"Keep showing the status, redrawn each time jsd rewrites its status file (read from the file, not the socket). On a non-terminal: one JSON line per change. Ctrl-C or q ends it."`
+	StatusFile string `help:"The status file --watch reads (default: DIR/status.json)." placeholder:"PATH"`
 }
 
 // Run implements the command.
 func (c *StatusCmd) Run(e *env) error {
+	if c.Watch {
+		return c.watch(e)
+	}
 	conn, err := e.dial()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	doc, raw, err := conn.Status()
+	doc, _, err := conn.Status()
 	if err != nil {
 		return err
 	}
 	if c.JSON {
-		var b bytes.Buffer
-		if err := json.Indent(&b, raw, "", "  "); err != nil {
-			return err
-		}
-		fmt.Fprintln(e.stdio.Out, b.String())
-		return nil
+		// Through status.Doc: exactly the documented fields.
+		return e.printJSON(doc)
 	}
-	printStatus(e.stdio.Out, doc, time.Now())
+	o := e.output()
+	writeStatus(e.stdio.Out, o, doc, time.Now(), false)
 	return nil
 }
 
-func printStatus(w io.Writer, d *status.Doc, now time.Time) {
+func (c *StatusCmd) statusFile(e *env) string {
+	if c.StatusFile != "" {
+		return c.StatusFile
+	}
+	return e.paths().Status
+}
+
+// recentShown is how many of the recent jobs the status view lists.
+const recentShown = 8
+
+// writeStatus prints the human view of a status document: a headline, then
+// the leases, queues, workers and recent jobs. fromFile: the document was
+// read from the status file (its pid may be dead; it is not a live answer).
+func writeStatus(w io.Writer, o output, d *status.Doc, now time.Time, fromFile bool) {
+	line := func(s string) { fmt.Fprintln(w, fit(s, o.width)) }
+	title := func(s string) { line(o.paint(sgrBold, s)) }
+
+	// Headline: who, state, uptime, where.
+	state := d.Status
+	if state == "" {
+		state = "unknown"
+	}
+	head := []string{o.paint(sgrBold, "jsd "+orDash(d.Version)), o.paint(stateColor(d.Status), state)}
+	if d.PID > 0 {
+		head = append(head, "pid "+strconv.Itoa(d.PID))
+	}
+	if !d.StartedAt.IsZero() && (d.Status == status.Running || d.Status == status.Stopping) {
+		head = append(head, "up "+ago(now.Sub(d.StartedAt)))
+	}
+	if d.Socket != "" {
+		head = append(head, filepath.Dir(d.Socket))
+	}
+	if d.Port > 0 {
+		head = append(head, fmt.Sprintf("tcp %s:%d", d.Host, d.Port))
+	}
+	line(strings.Join(head, "  "))
+	if d.Error != "" {
+		line(o.paint(sgrRed, "error: "+clean(d.Error)))
+	}
+	if fromFile && d.Status == status.Running && d.PID > 0 && !procAlive(d.PID, d.StartedAt) {
+		line(o.paint(sgrRed, fmt.Sprintf("pid %d is gone: this status file is stale (was jsd killed?)", d.PID)))
+	}
+	for _, warn := range d.Warnings {
+		line(o.paint(sgrYellow, "warning: "+clean(warn)))
+	}
 	s := d.Slots
-	fmt.Fprintf(w, "jsd %s  pid %d  up %s  %s\n", d.Version, d.PID, ago(now.Sub(d.StartedAt)), d.Status)
-	fmt.Fprintf(w, "slots: %d/%d in use, %d free, %d waiting, %d reclaimed\n", s.InUse, s.Total, s.Free, s.Waiting, s.Reclaimed)
+	inUse := fmt.Sprintf("%d/%d in use", s.InUse, s.Total)
+	if s.Total > 0 && s.InUse >= s.Total {
+		inUse = o.paint(sgrYellow, inUse)
+	}
+	counts := []string{"slots " + o.paint(sgrBold, inUse), fmt.Sprintf("%d free", s.Free)}
+	waiting := fmt.Sprintf("%d waiting", s.Waiting)
+	if s.Waiting > 0 {
+		waiting = o.paint(sgrYellow, waiting)
+	}
+	counts = append(counts, waiting)
+	reclaimed := fmt.Sprintf("%d reclaimed", s.Reclaimed)
+	if s.Reclaimed > 0 {
+		reclaimed = o.paint(sgrMagenta, reclaimed)
+	}
+	counts = append(counts, reclaimed)
+	line(strings.Join(counts, ", "))
+
+	// Slot leases.
+	fmt.Fprintln(w)
 	if len(d.Leases) == 0 {
-		fmt.Fprintln(w, "leases: none (run a command in a slot with: jsrun -- CMD)")
+		line("Leases: none (run a command in a slot with 'jsrun -- CMD')")
+	} else {
+		title(fmt.Sprintf("Leases (%d)", len(d.Leases)))
+		t := o.newTable("LEASE", "PID", "SLOTS", "HELD FOR", "COMMAND")
+		for _, l := range d.Leases {
+			t.row(strconv.FormatUint(l.ID, 10), itoaOmit(l.PID), strconv.Itoa(l.Slots), ago(now.Sub(l.Since)), l.Command)
+		}
+		t.print(w)
+	}
+
+	// Queues per type.
+	fmt.Fprintln(w)
+	if len(d.Queues) == 0 {
+		line("Queues: none (submit a job with 'jsrun --type T -- CMD')")
+	} else {
+		title(fmt.Sprintf("Queues (%d)", len(d.Queues)))
+		t := o.queuesTable()
+		for _, q := range d.Queues {
+			t.row(q.Type, strconv.Itoa(q.Queued), strconv.Itoa(q.Running), strconv.Itoa(q.Workers), msOmit(q.NextWaitingMS))
+		}
+		t.print(w)
+	}
+
+	// Workers.
+	fmt.Fprintln(w)
+	if len(d.Workers) == 0 {
+		line("Workers: none (serve a job type with 'jsworker --type T -- HANDLER')")
+	} else {
+		title(fmt.Sprintf("Workers (%d)", len(d.Workers)))
+		o.workersTable(d.Workers, now).print(w)
+	}
+
+	// The jobs that ended last.
+	fmt.Fprintln(w)
+	if len(d.Jobs) == 0 {
+		line("Recent jobs: none yet ('jsctl jobs' lists the queued and running ones)")
 		return
 	}
-	fmt.Fprintln(w)
-	fmt.Fprintf(w, "%-6s %-8s %-5s %-9s %s\n", "LEASE", "PID", "SLOTS", "HELD FOR", "COMMAND")
-	for _, l := range d.Leases {
-		fmt.Fprintf(w, "%-6d %-8d %-5d %-9s %s\n", l.ID, l.PID, l.Slots, ago(now.Sub(l.Since)), strings.ReplaceAll(l.Command, "\n", " "))
+	jobs := d.Jobs
+	more := ""
+	if len(jobs) > recentShown {
+		more = fmt.Sprintf(", %d shown: all with 'jsctl jobs'", recentShown)
+		jobs = jobs[:recentShown]
 	}
+	title(fmt.Sprintf("Recent jobs (%d%s)", len(d.Jobs), more))
+	t := o.newTable("ID", "TYPE", "STATE", "PRIO", "RUNTIME", "EXIT", "SUBMITTED", "ERROR")
+	t.color = stateColumn(o, 2)
+	for _, j := range jobs {
+		t.row(j.ID, j.Type, j.State, itoaOmit(j.Priority), msOmit(j.RuntimeMS), exitText(j.Exit), since(now, j.Submitted), j.Error)
+	}
+	t.print(w)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // ago prints a duration the way people read it: 850ms, 12s, 3m05s, 2h10m.
@@ -69,4 +182,20 @@ func ago(d time.Duration) string {
 		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
 	}
 	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+// since prints when something happened: relative for the last day ("3s
+// ago", "just now"), the local date and time before that; "" for no time.
+func since(now, t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	d := now.Sub(t)
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < 24*time.Hour:
+		return ago(d.Truncate(time.Second)) + " ago"
+	}
+	return t.Local().Format("2006-01-02 15:04")
 }

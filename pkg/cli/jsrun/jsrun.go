@@ -44,6 +44,7 @@ type CLI struct {
 	NoAutostart    bool             `help:"Do not start a jsd when none is reachable."`
 	JobserverStyle string           `help:"How the pool is passed in MAKEFLAGS: pipe (--jobserver-auth=R,W: make 4.3, cargo, rustc, gcc) or fifo (--jobserver-auth=fifo:PATH: ninja, make >= 4.4)." enum:"pipe,fifo" default:"pipe"`
 	Pdeathsig      string           `help:"Signal the command gets if jsrun dies." default:"KILL" placeholder:"SIG"`
+	Exec           bool             `help:"Replace jsrun by the command (exec in place, no fork): the fastest way, for short commands. The slot is held by the command's descriptor on jsd's socket, so it is freed when the command and every descendant that inherited it (a daemon it starts) have exited."`
 	MinFreeMem     string           `help:"Admit only while MemAvailable is at least SIZE (e.g. 512M, 2G)." placeholder:"SIZE"`
 	MaxLoad        float64          `help:"Admit only while the 1-minute load average is at most LOAD." placeholder:"LOAD"`
 	Gate           string           `help:"Admit only while the shell command CMD exits 0." placeholder:"CMD"`
@@ -232,6 +233,9 @@ func (r *run) run() (int, error) {
 	env, files, err := s.childEnv(r)
 	if err != nil {
 		return 0, err
+	}
+	if r.cli.Exec && s.mk == nil {
+		return r.execInPlace(s, env, files)
 	}
 	defer func() {
 		for _, f := range files {

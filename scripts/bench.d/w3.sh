@@ -1,0 +1,44 @@
+# W3 latency (sourced by scripts/bench): 5000 sequential round trips (1000
+# with --quick) after 200 (100) unmeasured ones: submit one job, a worker
+# echoes its 16-byte payload, the result is back, checked; p50 and p99 in
+# microseconds. The same setups as W2 (see w2.sh, whose q_* helpers this
+# uses): private beanstalkd, gearmand -t 1 and jsd, 2 worker connections,
+# jsd over TCP loopback and over its unix socket, workers with no
+# concurrency (deputy mode) and with concurrency 64. The time is the
+# producer's, from the submission's write to the result's arrival in its
+# reader goroutine (one goroutine hand-off, the same for every system).
+
+W3_needs="beanstalkd:beanstalkd gearmand:gearman-job-server"
+
+bench_W3() {
+  local n warm s out p50 p99
+  n=$(pick 5000 1000)
+  warm=$(pick 200 100)
+  q_start_all "$BENCH_TMP/w3"
+  declare -A g50=() g99=()
+  for s in $Q_SYSTEMS; do
+    p50=- p99=-
+    if out=$(q_run "$s" lat -n "$n" -warmup "$warm" -workers 2 -max-seconds 120); then
+      p50=$(q_field p50_us "$out") p99=$(q_field p99_us "$out")
+      log "W3 $s: $out"
+      emit W3 "$s" p50 "$p50" us "$(q_note "$s")"
+      emit W3 "$s" p99 "$p99" us
+    else
+      emit W3 "$s" p50 - us "failed: $out"
+      emit W3 "$s" p99 - us "failed"
+    fi
+    g50[$s]=$p50 g99[$s]=$p99
+  done
+  q_stop_all
+
+  local best="" j
+  for s in $Q_PEERS; do
+    [[ ${g50[$s]} =~ ^[0-9.]+$ ]] || continue
+    if [ -z "$best" ] || awk -v a="${g50[$s]}" -v b="${g50[$best]}" 'BEGIN { exit !(a < b) }'; then best=$s; fi
+  done
+  [ -n "$best" ] || best=beanstalkd
+  for j in jsd_c1 jsd_c64 jsd_unix_c1 jsd_unix_c64; do
+    echo "$(emit_ratio W3 "${j}_p50" "${best}_p50" "${g50[$j]}" "${g50[$best]}") # best peer"
+    echo "$(emit_ratio W3 "${j}_p99" "${best}_p99" "${g99[$j]}" "${g99[$best]}") # best peer"
+  done
+}
