@@ -32,6 +32,7 @@ func TestParseMakeflags(t *testing.T) {
 		{"variables are not flags", "-j2 -- --jobserver-auth=3,4 X=1", Auth{R: -1, W: -1, Jobs: 2}, false},
 		{"-j0 is no count", "-j0 --jobserver-auth=3,4", Auth{R: 3, W: 4}, true},
 		{"-jx is no count", "-jx --jobserver-auth=3,4", Auth{R: 3, W: 4}, true},
+		{"-j+1 is no count", "-j+1 --jobserver-auth=3,4", Auth{R: 3, W: 4}, true},
 		{"last -j wins", "-j2 -j6 --jobserver-auth=3,4", Auth{R: 3, W: 4, Jobs: 6}, true},
 		{"tabs and newlines", "\t-j3\n--jobserver-auth=3,4\n", Auth{R: 3, W: 4, Jobs: 3}, true},
 	}
@@ -65,6 +66,8 @@ func TestWithAuth(t *testing.T) {
 		{"keeps variable overrides", "k -j8 --jobserver-auth=5,6 -- CC=gcc -j5", 2, "3,4", "k -j2 --jobserver-auth=3,4 -- CC=gcc -j5"},
 		{"override first", "CC=gcc", 2, "3,4", " -j2 --jobserver-auth=3,4 CC=gcc"},
 		{"non-numeric -j word kept", "-jfoo", 2, "3,4", " -j2 --jobserver-auth=3,4 -jfoo"},
+		{"signed -j word kept", "-j+1", 2, "3,4", " -j2 --jobserver-auth=3,4 -j+1"},
+		{"a later letters word does not become first", "-j n", 2, "3,4", " -j2 --jobserver-auth=3,4 n"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -110,6 +113,8 @@ func FuzzParseMakeflags(f *testing.F) {
 		"CC=gcc",
 		"--jobserver-auth=fifo:",
 		"-j 4",
+		"-j+1",
+		"-j n",
 		"\t-j3\n--jobserver-auth=3,4\x00",
 	} {
 		f.Add(s, 4)

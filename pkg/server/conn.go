@@ -39,6 +39,7 @@ type conn struct {
 	pending    []byte     // replies not yet written
 	spare      []byte
 	writing    bool // the writer goroutine owns the socket's write side
+	queued     bool // on the server's list of connections to flush
 	lingerNext bool // close (after a linger) once pending is written
 	wake       chan struct{}
 
@@ -103,38 +104,58 @@ func (c *conn) send(m any) {
 	c.sendRaw(append(b, wire.CRLF...))
 }
 
-// sendRaw writes b now if the socket takes it without waiting, and
-// otherwise queues it for the writer goroutine (which then batches what
-// piles up). Order is kept: nothing is written directly while older bytes
-// wait.
+// sendRaw queues b; the batch's flush (Server.flushDirty, at the end of
+// the handling that produced it) writes it without waiting, or hands what
+// the socket did not take to the writer goroutine. So replies to a burst of
+// requests go out in one write, and order is kept. Called under Server.mu.
 func (c *conn) sendRaw(b []byte) {
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	select {
 	case <-c.done:
+		c.wmu.Unlock()
 		return
 	default:
 	}
 	if c.lingerNext {
+		c.wmu.Unlock()
 		return
 	}
-	if !c.writing && len(c.pending) == 0 && c.raw != nil {
-		n, err := tryWrite(c.raw, b)
-		if err != nil {
-			c.close()
-			return
-		}
-		b = b[n:]
-		if len(b) == 0 {
-			return
-		}
-	}
 	if len(c.pending)+len(b) > maxPending {
+		c.wmu.Unlock()
 		c.s.log.Printf("connection %d does not read its replies: closing it", c.id)
 		c.close()
 		return
 	}
 	c.pending = append(c.pending, b...)
+	first := !c.queued
+	c.queued = true
+	c.wmu.Unlock()
+	if first {
+		c.s.dirty = append(c.s.dirty, c)
+	}
+}
+
+// flush writes what is queued if the socket takes it now, else wakes the
+// writer goroutine.
+func (c *conn) flush() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.queued = false
+	if c.writing || len(c.pending) == 0 {
+		return
+	}
+	if c.raw != nil {
+		n, err := tryWrite(c.raw, c.pending)
+		if err != nil {
+			c.close()
+			return
+		}
+		if n == len(c.pending) {
+			c.pending = c.pending[:0]
+			return
+		}
+		c.pending = append(c.pending[:0], c.pending[n:]...)
+	}
 	c.startWriter()
 }
 
@@ -191,7 +212,6 @@ func (c *conn) writeLoop() {
 		for {
 			c.wmu.Lock()
 			buf := c.pending
-			c.pending = c.spare[:0]
 			if len(buf) == 0 {
 				c.writing = false
 				linger := c.lingerNext
@@ -202,6 +222,8 @@ func (c *conn) writeLoop() {
 				}
 				break
 			}
+			// Swap buffers: sendRaw appends to the other one meanwhile.
+			c.pending = c.spare[:0]
 			c.wmu.Unlock()
 			_, err := c.nc.Write(buf)
 			c.wmu.Lock()
@@ -228,34 +250,58 @@ func (c *conn) readLoop() {
 		r = c.br
 	}
 	lr := wire.NewLineReader(r, wire.MaxLine)
+	batch := make([]*wire.Msg, 0, maxBatch)
 	for {
-		line, err := lr.Next()
-		if err != nil {
-			if errors.Is(err, wire.ErrLineTooLong) {
-				c.sendError(nil, wire.CodeTooLarge, err.Error())
-				c.closeAfterFlush()
-				lingering = true
+		// Block for one line, then take every whole line already buffered:
+		// a burst is handled under one lock and answered in one write.
+		batch = batch[:0]
+		for len(batch) == 0 || (len(batch) < maxBatch && lr.HasLine()) {
+			line, err := lr.Next()
+			if err != nil {
+				if len(batch) > 0 {
+					c.s.execMsgs(c, batch)
+				}
+				if errors.Is(err, wire.ErrLineTooLong) {
+					c.s.execMsgs(c, []*wire.Msg{{Code: wire.CodeTooLarge, Message: err.Error()}})
+					c.closeAfterFlush()
+					lingering = true
+				}
+				return
 			}
-			return
+			if m := decodeLine(line); m != nil {
+				batch = append(batch, m)
+			}
 		}
-		if len(trimSpace(line)) == 0 {
-			continue
-		}
-		var m wire.Msg
-		// Bad input is answered through the loop too, so replies keep the
-		// order of the requests.
-		if trimSpace(line)[0] != '{' {
-			m = wire.Msg{Code: wire.CodeBadRequest, Message: "a message must be a JSON object"}
-		} else if err := json.Unmarshal(line, &m); err != nil {
-			m = wire.Msg{Code: wire.CodeBadRequest, Message: "invalid JSON: " + err.Error()}
-		} else if m.Cmd == "" {
-			m = wire.Msg{Req: m.Req, Code: wire.CodeBadRequest, Message: `missing "cmd"`}
-		}
-		if !utf8.Valid(line) {
-			m.Sanitize()
-		}
-		c.s.exec(event{kind: evMsg, c: c, m: &m})
+		c.s.execMsgs(c, batch)
 	}
+}
+
+// maxBatch bounds how many messages of one connection are handled under one
+// lock.
+const maxBatch = 256
+
+// decodeLine turns one line into a message; bad input becomes a message
+// with Cmd "" and the error, answered in order like the others. A blank
+// line is nil.
+func decodeLine(line []byte) *wire.Msg {
+	t := trimSpace(line)
+	if len(t) == 0 {
+		return nil
+	}
+	m := &wire.Msg{}
+	if t[0] != '{' {
+		return &wire.Msg{Code: wire.CodeBadRequest, Message: "a message must be a JSON object"}
+	}
+	if err := json.Unmarshal(line, m); err != nil {
+		return &wire.Msg{Code: wire.CodeBadRequest, Message: "invalid JSON: " + err.Error()}
+	}
+	if m.Cmd == "" {
+		return &wire.Msg{Req: m.Req, Code: wire.CodeBadRequest, Message: `missing "cmd"`}
+	}
+	if !utf8.Valid(line) {
+		m.Sanitize()
+	}
+	return m
 }
 
 // linger closes after a last reply: it stops writing, then reads and drops

@@ -43,7 +43,7 @@ func (l *lockedBuf) String() string {
 
 // startTestServer starts a jsd in a temp dir with a TCP port on loopback
 // and runs it until the test ends.
-func startTestServer(t *testing.T, mutate func(*Config)) *Server {
+func startTestServer(t testing.TB, mutate func(*Config)) *Server {
 	t.Helper()
 	logs := &lockedBuf{}
 	cfg := Config{
@@ -85,7 +85,7 @@ func startTestServer(t *testing.T, mutate func(*Config)) *Server {
 func (s *Server) testAddr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.tcp.port)) }
 
 // inLoop runs fn in the loop and returns its answer.
-func inLoop[T any](t *testing.T, s *Server, fn func(st *loopState) T) T {
+func inLoop[T any](t testing.TB, s *Server, fn func(st *loopState) T) T {
 	t.Helper()
 	ch := make(chan T, 1)
 	s.call(func(st *loopState) { ch <- fn(st) })
@@ -99,7 +99,7 @@ func inLoop[T any](t *testing.T, s *Server, fn func(st *loopState) T) T {
 }
 
 // eventually waits until cond (run in the loop) holds.
-func eventually(t *testing.T, s *Server, what string, cond func(st *loopState) bool) {
+func eventually(t testing.TB, s *Server, what string, cond func(st *loopState) bool) {
 	t.Helper()
 	deadline := time.Now().Add(testDeadline)
 	for !inLoop(t, s, cond) {

@@ -36,6 +36,9 @@ type event struct {
 	holders int
 }
 
+// verboseEvery is how often --verbose prints the metrics (deputy's -v).
+const verboseEvery = 5 * time.Second
+
 // reclaimEvery is how often a short pool is checked for leaked tokens.
 const reclaimEvery = 200 * time.Millisecond
 
@@ -55,16 +58,17 @@ type loopState struct {
 	hist      metrics.Set
 	bornAfter uint64 // only processes born after this can hold our FIFO
 
-	watchReq   chan struct{} // asks the token watcher to wait for a token
-	watching   bool
-	ended      bool // the loop has returned: no handler runs any more
-	aborted    bool // stop at once (second signal)
-	rearm      bool // the loop must re-arm its deadline timer
-	checking   bool // a holders scan is in flight
-	lastActive time.Time
-	stopping   bool
-	draining   bool // stopping once the queued and running jobs have ended
-	dirty      bool
+	watchReq    chan struct{} // asks the token watcher to wait for a token
+	watching    bool
+	ended       bool // the loop has returned: no handler runs any more
+	aborted     bool // stop at once (second signal)
+	rearm       bool // the loop must re-arm its deadline timer
+	lastVerbose time.Time
+	checking    bool // a holders scan is in flight
+	lastActive  time.Time
+	stopping    bool
+	draining    bool // stopping once the queued and running jobs have ended
+	dirty       bool
 }
 
 func (st *loopState) init(s *Server) {
@@ -97,6 +101,32 @@ func (s *Server) exec(ev event) {
 	}
 	st.handle(ev)
 	st.after()
+	s.flushDirty()
+}
+
+// execMsgs handles a batch of one connection's messages under one lock and
+// flushes the replies once.
+func (s *Server) execMsgs(c *conn, msgs []*wire.Msg) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := &s.st
+	if st.ended {
+		return
+	}
+	for _, m := range msgs {
+		st.handle(event{kind: evMsg, c: c, m: m})
+	}
+	st.after()
+	s.flushDirty()
+}
+
+// flushDirty writes the replies queued by the handling that just ran.
+func (s *Server) flushDirty() {
+	for i, c := range s.dirty {
+		c.flush()
+		s.dirty[i] = nil
+	}
+	s.dirty = s.dirty[:0]
 }
 
 // after runs after every change, under the lock.
@@ -174,6 +204,10 @@ func (s *Server) loop(ctx context.Context) error {
 				st.maybeReclaim()
 				st.jobs.sweep(now)
 				st.after()
+				if s.cfg.Verbose && now.Sub(st.lastVerbose) >= verboseEvery {
+					st.lastVerbose = now
+					s.log.Printf("metrics %s", mustJSON(st.metrics().Counters))
+				}
 				if to := s.cfg.IdleTimeout; to > 0 && st.idle() && now.Sub(st.lastActive) >= to {
 					s.log.Printf("idle for %v: stopping", to)
 					return true

@@ -73,7 +73,8 @@ type Server struct {
 	started   time.Time
 
 	kick     chan struct{} // wakes the loop
-	mu       sync.Mutex    // guards st
+	mu       sync.Mutex    // guards st and dirty
+	dirty    []*conn       // connections with replies to flush
 	snap     atomic.Pointer[status.Doc]
 	statusCh chan struct{} // kicks the status writer
 	sfMu     sync.Mutex    // guards sf writes and state
@@ -264,6 +265,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.journal == nil {
 		s.st.jobs.abandon("jsd stopped before the job ended")
 	}
+	s.flushDirty()
 	s.st.closeAll()
 	s.mu.Unlock()
 	if s.journal != nil {

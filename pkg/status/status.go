@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"time"
 )
 
@@ -116,12 +118,32 @@ func OpenFile(path string) (*File, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return f, nil
 	}
-	if err := json.Unmarshal(b, &f.base); err != nil {
+	if err := json.Unmarshal(b, &f.base); err != nil || f.base == nil {
 		f.base = map[string]json.RawMessage{}
+		if err == nil {
+			err = errors.New("null")
+		}
 		return f, fmt.Errorf("status file %s is not a JSON object (%v): replacing it", path, err)
+	}
+	// jsd's own keys are rewritten by every write; one that an earlier jsd
+	// wrote and this one leaves out (an "error", a "port") must not stay.
+	for k := range ownKeys {
+		delete(f.base, k)
 	}
 	return f, nil
 }
+
+// ownKeys are the keys of Doc.
+var ownKeys = func() map[string]bool {
+	keys := map[string]bool{}
+	t := reflect.TypeOf(Doc{})
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			keys[name] = true
+		}
+	}
+	return keys
+}()
 
 // Path is the file's path.
 func (f *File) Path() string { return f.path }
@@ -172,6 +194,9 @@ func Read(path string) (*Doc, error) {
 // Parse parses a status document; name is used in errors.
 func Parse(b []byte, name string) (*Doc, error) {
 	var d Doc
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) > 0 && t[0] != '{' {
+		return nil, fmt.Errorf("status file %s: not a JSON object", filepath.Base(name))
+	}
 	if err := json.Unmarshal(b, &d); err != nil {
 		return nil, fmt.Errorf("status file %s: %w", filepath.Base(name), err)
 	}

@@ -29,6 +29,17 @@ func NewLineReader(r io.Reader, max int) *LineReader {
 	return &LineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
 }
 
+// HasLine reports whether a whole line is already buffered, so that Next
+// returns it without reading.
+func (l *LineReader) HasLine() bool {
+	n := l.r.Buffered()
+	if n == 0 {
+		return false
+	}
+	b, _ := l.r.Peek(n)
+	return bytes.IndexByte(b, '\n') >= 0
+}
+
 // Reader is the buffered reader underneath, for sniffing the first bytes.
 func (l *LineReader) Reader() *bufio.Reader { return l.r }
 

@@ -60,7 +60,7 @@ bench_W2() {
     [[ " $systems " == *" $j "* ]] || continue
     for s in $Q_PEERS; do
       if [ "$s" = "$best" ]; then
-        echo "$(emit_ratio W2 "$j" "$s" "${got[$j]}" "${got[$s]}") # best peer"
+        q_ratio_best W2 "$j" "$s" "${got[$j]}" "${got[$s]}"
       else
         emit_ratio W2 "$j" "$s" "${got[$j]}" "${got[$s]}"
       fi
@@ -80,6 +80,14 @@ q_note() {
     jsd_unix_c1) echo "unix socket, workers one job at a time (deputy mode)" ;;
     jsd_unix_c64) echo "unix socket, workers register concurrency 64" ;;
   esac
+}
+
+# q_ratio_best W A B VA VB: emit_ratio, noting that B is the best peer.
+q_ratio_best() {
+  local line
+  line=$(emit_ratio "$@")
+  [[ $line == *"# "* ]] || line+=" # best peer"
+  echo "$line"
 }
 
 # q_field KEY "k=v k=v...": the value of KEY in qload's output.

@@ -38,7 +38,7 @@ bench_W3() {
   done
   [ -n "$best" ] || best=beanstalkd
   for j in jsd_c1 jsd_c64 jsd_unix_c1 jsd_unix_c64; do
-    echo "$(emit_ratio W3 "${j}_p50" "${best}_p50" "${g50[$j]}" "${g50[$best]}") # best peer"
-    echo "$(emit_ratio W3 "${j}_p99" "${best}_p99" "${g99[$j]}" "${g99[$best]}") # best peer"
+    q_ratio_best W3 "${j}_p50" "${best}_p50" "${g50[$j]}" "${g50[$best]}"
+    q_ratio_best W3 "${j}_p99" "${best}_p99" "${g99[$j]}" "${g99[$best]}"
   done
 }
