@@ -69,8 +69,8 @@ func Start(s Spec) (*Proc, error) {
 	path, err := exec.LookPath(s.Argv[0])
 	if err != nil {
 		st := ExitNotFound
-		if errors.Is(err, os.ErrPermission) {
-			st = ExitCannotRun
+		if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EISDIR) {
+			st = ExitCannotRun // there, but not runnable: the shell's 126
 		}
 		return nil, &StartError{Err: fmt.Errorf("%s: %w", s.Argv[0], unwrapExec(err)), Status: st}
 	}

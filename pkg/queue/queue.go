@@ -52,17 +52,13 @@ type Job struct {
 	Priority int32
 	Retries  int32 // requeues allowed after a worker dies mid-job (<0: unbounded)
 	Attempts int32 // times it was handed to a worker
+	index    int32 // position in its type's heap, -1 when not queued
 	State    State
 	NumID    bool // the id was a JSON number (echoed back as one)
 
 	Submitted int64 // unix nanoseconds
 	Started   int64
 	Ended     int64
-
-	// Data is the scheduler's own record of the job; the store ignores it.
-	Data any
-
-	index int32 // position in its type's heap, -1 when not queued
 }
 
 // Store is the queued jobs, per type.

@@ -264,13 +264,12 @@ func (st *loopState) releaseHTTP(p *httpPeer) {
 		st.clients--
 	}
 	js := &st.jobs
-	if len(js.owned[p]) > 0 {
+	if js.owned[p] != nil || js.waits[p] != nil {
 		js.dropPeer(p)
 	}
-	delete(js.owned, p)
 	if p.waitID != "" {
 		if j := js.live[p.waitID]; j != nil {
-			j.waiters = dropWaiters(j.waiters, p)
+			j.dropWaiter(p)
 		}
 		p.waitID = ""
 	}

@@ -195,7 +195,7 @@ func TestHTTPDetachedJobs(t *testing.T) {
 	go func() { got <- doHTTP(t, s, "GET", "/jobs/k2?wait=true", "") }()
 	eventually(t, s, "the GET to wait", func(st *loopState) bool {
 		j := st.jobs.live["k2"]
-		return j != nil && len(j.waiters) == 1
+		return j != nil && j.waiters != nil && len(*j.waiters) == 1
 	})
 	w := nativeWorker(t, s, "later")
 	w.expectCmd("do")

@@ -49,17 +49,58 @@ type outcome struct {
 }
 
 // job is the scheduler's record of one job.
+//
+// It is kept small (a million queued jobs must fit): the rarely used parts
+// hang off pointers.
 type job struct {
 	queue.Job
-	proto   proto
-	owner   peer // the submitter; nil when detached
-	worker  *worker
-	out     *outcome
-	waiters []jobWaiter
-	gone    bool // ended and reported while its worker still runs it
+	proto    proto
+	gone     bool // ended and reported while its worker still runs it
+	awaitAck bool // its acknowledgement waits for the journal
+	owner    peer // the submitter; nil when detached
+	worker   *worker
+	out      *outcome
+	waiters  *[]jobWaiter // who waits for it besides its submitter
+	afterAck func()       // its outcome, held until the acknowledgement is out
 
-	awaitAck bool   // its acknowledgement waits for the journal
-	afterAck func() // its outcome, held until the acknowledgement is out
+	onext, oprev *job // its submitter's other jobs (jobState.owned)
+}
+
+// unown takes j off its submitter's list.
+func (js *jobState) unown(j *job) {
+	if j.owner == nil {
+		return
+	}
+	if j.oprev != nil {
+		j.oprev.onext = j.onext
+	} else if j.onext != nil {
+		js.owned[j.owner] = j.onext
+	} else {
+		delete(js.owned, j.owner)
+	}
+	if j.onext != nil {
+		j.onext.oprev = j.oprev
+	}
+	j.onext, j.oprev = nil, nil
+}
+
+// addWaiter makes p wait for j's end.
+func (j *job) addWaiter(p peer, req json.RawMessage) {
+	if j.waiters == nil {
+		j.waiters = new([]jobWaiter)
+	}
+	*j.waiters = append(*j.waiters, jobWaiter{p: p, req: req})
+}
+
+// dropWaiter stops p waiting for j.
+func (j *job) dropWaiter(p peer) {
+	if j.waiters == nil {
+		return
+	}
+	*j.waiters = dropWaiters(*j.waiters, p)
+	if len(*j.waiters) == 0 {
+		j.waiters = nil
+	}
 }
 
 type jobWaiter struct {
@@ -99,7 +140,8 @@ type jobState struct {
 	live     map[string]*job // queued or running (or cancelled, still on its worker)
 	workers  map[peer]*worker
 	idle     map[string]*list.List // type -> workers with free capacity, longest idle first
-	owned    map[peer]map[string]*job
+	owned    map[peer]*job   // a submitter's jobs: the head of a list through job.onext
+	waits    map[peer][]*job // jobs a peer waits for (jsctl wait), besides its own
 	running  map[string]int // type -> running jobs
 	detached map[string]*job
 	kept     []*job // detached results in the order they ended (for expiry)
@@ -125,7 +167,8 @@ func (js *jobState) init(deputyRetries int, ttl time.Duration, maxKept int) {
 	js.live = map[string]*job{}
 	js.workers = map[peer]*worker{}
 	js.idle = map[string]*list.List{}
-	js.owned = map[peer]map[string]*job{}
+	js.owned = map[peer]*job{}
+	js.waits = map[peer][]*job{}
 	js.running = map[string]int{}
 	js.detached = map[string]*job{}
 	js.deputyRetries, js.resultTTL, js.maxKept = deputyRetries, ttl, maxKept
@@ -203,17 +246,14 @@ func (js *jobState) submit(p peer, s submission) (*job, string, string) {
 	j := &job{Job: queue.Job{ID: id, NumID: num, Type: s.typ, Arg: s.arg,
 		Priority: int32(s.priority), Retries: int32(s.retries), Submitted: time.Now().UnixNano()},
 		proto: s.proto}
-	j.Data = j
 	js.arrival++
 	j.Seq = js.arrival
 	if !s.detach {
 		j.owner = p
-		m := js.owned[p]
-		if m == nil {
-			m = map[string]*job{}
-			js.owned[p] = m
+		if head := js.owned[p]; head != nil {
+			j.onext, head.oprev = head, j
 		}
-		m[id] = j
+		js.owned[p] = j
 	}
 	js.live[id] = j
 	js.c.JobsAdded++
@@ -260,7 +300,7 @@ func (js *jobState) best(w *worker) *job {
 	if best == nil {
 		return nil
 	}
-	return best.Data.(*job)
+	return js.live[best.ID]
 }
 
 // fill gives w jobs while it has room, and marks it idle when none wait.
@@ -418,12 +458,12 @@ func (js *jobState) end(j *job, o *outcome, keep bool) {
 	} else {
 		delete(js.live, j.ID)
 	}
-	owner, waiters := j.owner, j.waiters
-	j.waiters = nil
-	if owner != nil {
-		if m := js.owned[owner]; m != nil {
-			delete(m, j.ID)
-		}
+	owner := j.owner
+	js.unown(j)
+	var waiters []jobWaiter
+	if j.waiters != nil {
+		waiters = *j.waiters
+		j.waiters = nil
 	}
 	kept := keep && owner == nil && len(waiters) == 0
 	if kept {
@@ -504,7 +544,6 @@ func (js *jobState) restore(recs []journal.Record) (queued, results int) {
 		j := &job{Job: queue.Job{ID: r.ID, NumID: r.NumID, Type: r.Type, Arg: r.Arg, Seq: r.Seq,
 			Priority: r.Priority, Retries: r.Retries, Attempts: r.Attempts, Submitted: r.Submitted},
 			proto: proto(r.Proto)}
-		j.Data = j
 		js.arrival = max(js.arrival, r.Seq)
 		if st := queue.State(r.State); st.Ended() {
 			j.State, j.Ended = st, r.Ended
@@ -576,7 +615,8 @@ func (js *jobState) ended(id string) bool {
 // wait sends p how job id ends (at once if it has ended).
 func (js *jobState) wait(p peer, id string, req json.RawMessage) (string, string) {
 	if j := js.live[id]; j != nil && !j.gone {
-		j.waiters = append(j.waiters, jobWaiter{p: p, req: req})
+		j.addWaiter(p, req)
+		js.waits[p] = append(js.waits[p], j)
 		return "", ""
 	}
 	if j := js.detached[id]; j != nil {
@@ -598,22 +638,25 @@ func (js *jobState) wait(p peer, id string, req json.RawMessage) (string, string
 // as a worker, the jobs it ran are requeued or lost; as a waiter, it waits
 // no more.
 func (js *jobState) dropPeer(p peer) {
-	for _, j := range js.owned[p] {
+	var mine []*job
+	for j := js.owned[p]; j != nil; j = j.onext {
+		mine = append(mine, j)
+	}
+	for _, j := range mine {
+		js.unown(j)
 		j.owner = nil
 		if j.State == queue.Queued {
 			js.store.Remove(&j.Job)
 		} else if j.worker != nil && j.worker.canCancel {
 			j.worker.p.sendCancel(j, "TERM")
 		}
-		j.waiters = dropWaiters(j.waiters, p)
+		j.dropWaiter(p)
 		js.finishQuietly(j)
 	}
-	delete(js.owned, p)
-	for _, j := range js.live {
-		if len(j.waiters) > 0 {
-			j.waiters = dropWaiters(j.waiters, p)
-		}
+	for _, j := range js.waits[p] {
+		j.dropWaiter(p)
 	}
+	delete(js.waits, p)
 	w := js.workers[p]
 	if w == nil {
 		return

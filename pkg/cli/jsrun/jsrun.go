@@ -121,6 +121,9 @@ func usage(hint, format string, args ...any) error {
 }
 
 func newRun(cli *CLI, args []string, stdio cmdline.Stdio) (*run, error) {
+	// The command is the tail of args: what follows it is its own, never
+	// jsrun's --env or --unset (jsrun ls --env x is ls's --env).
+	ours := args[:len(args)-min(len(cli.Command), len(args))]
 	if len(cli.Command) > 0 && cli.Command[0] == "--" {
 		cli.Command = cli.Command[1:]
 	}
@@ -145,7 +148,7 @@ func newRun(cli *CLI, args []string, stdio cmdline.Stdio) (*run, error) {
 	if cli.Timeout >= 0 {
 		r.timeout = time.Duration(cli.Timeout * float64(time.Second))
 	}
-	if r.env, err = applyEnv(os.Environ(), envOps(args)); err != nil {
+	if r.env, err = applyEnv(os.Environ(), envOps(ours)); err != nil {
 		return nil, err
 	}
 	if r.gates, err = parseGates(cli); err != nil {

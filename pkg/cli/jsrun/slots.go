@@ -141,6 +141,10 @@ func (r *run) takeSlots(deadline time.Time) (*held, error) {
 		if client.IsCode(err, wire.CodeBlocked) {
 			return nil, blocked()
 		}
+		if client.IsCode(err, wire.CodeBadRequest) && r.cli.Slots > 1 {
+			// More slots than the pool has: the caller's mistake.
+			return nil, cmdline.WithHint(err, ExitUsage, "ask for at most the pool's size (jsctl status shows it)")
+		}
 		return nil, err
 	}
 	return h, nil
