@@ -224,6 +224,12 @@ func TestSoak(t *testing.T) {
 	// what it was before the load, as the Go runtime's scavenger returns
 	// freed pages (no forced GC from outside).
 	margin := max(before/10, 8<<10)
+	if os.Getenv("SOAK_DEBUG") != "" {
+		time.Sleep(20 * time.Second)
+		d.stop()
+		os.WriteFile("/tmp/soak_jsd_stderr.txt", []byte(d.stderr.String()), 0o644)
+		return
+	}
 	var after int
 	settle := time.Now()
 	for {
