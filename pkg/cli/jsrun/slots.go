@@ -315,9 +315,10 @@ func (h *held) started(pid int, command string) {
 // release gives everything back.
 func (h *held) release() {
 	if h.conn != nil {
-		if err := h.conn.Release(h.lease.ID); err != nil && !errors.Is(err, os.ErrClosed) {
-			h.stderr("could not give the slot back to jsd (%v); jsd reclaims it when this connection closes", err)
-		}
+		// No need to wait for "released": jsd handles a connection's
+		// messages in order, so the release comes before the close (and a
+		// lost connection releases the lease anyway).
+		h.conn.Send(&wire.Msg{Cmd: wire.CmdRelease, Lease: h.lease.ID})
 		h.conn.Close()
 		h.conn = nil
 	}
