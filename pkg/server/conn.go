@@ -295,11 +295,11 @@ func decodeLine(line []byte) *wire.Msg {
 	if err := json.Unmarshal(line, m); err != nil {
 		return &wire.Msg{Code: wire.CodeBadRequest, Message: "invalid JSON: " + err.Error()}
 	}
-	if m.Cmd == "" {
-		return &wire.Msg{Req: m.Req, Code: wire.CodeBadRequest, Message: `missing "cmd"`}
-	}
 	if !utf8.Valid(line) {
 		m.Sanitize()
+	}
+	if m.Cmd == "" {
+		return &wire.Msg{Req: m.Req, Code: wire.CodeBadRequest, Message: `missing "cmd"`}
 	}
 	return m
 }

@@ -140,9 +140,9 @@ type jobState struct {
 	live     map[string]*job // queued or running (or cancelled, still on its worker)
 	workers  map[peer]*worker
 	idle     map[string]*list.List // type -> workers with free capacity, longest idle first
-	owned    map[peer]*job   // a submitter's jobs: the head of a list through job.onext
-	waits    map[peer][]*job // jobs a peer waits for (jsctl wait), besides its own
-	running  map[string]int // type -> running jobs
+	owned    map[peer]*job         // a submitter's jobs: the head of a list through job.onext
+	waits    map[peer][]*job       // jobs a peer waits for (jsctl wait), besides its own
+	running  map[string]int        // type -> running jobs
 	detached map[string]*job
 	kept     []*job // detached results in the order they ended (for expiry)
 	recent   []*job // the last jobs that ended, newest last

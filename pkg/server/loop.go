@@ -236,6 +236,9 @@ func (st *loopState) finished() bool {
 // once the queued and running jobs have ended; without, once the leases
 // are released (jobs still there are then reported lost).
 func (st *loopState) beginStop(drain bool) {
+	if !st.stopping {
+		st.s.writeStatus(status.Stopping, "") // at once: a state change
+	}
 	st.stopping = true
 	st.draining = st.draining || drain
 	for len(st.slots.waiters) > 0 {
@@ -402,7 +405,7 @@ func (st *loopState) snapshot() *status.Doc {
 	doc.Slots = status.Slots{
 		Total:     sl.total,
 		Free:      free,
-		InUse:     sl.total - free,
+		InUse:     max(sl.total+sl.debt-free, 0), // after a shrink, leases may hold more than total
 		Waiting:   len(sl.waiters),
 		Leased:    sl.leasedCount(),
 		Reclaimed: sl.reclaimed,

@@ -402,7 +402,7 @@ func (s *Server) statusWriter() {
 		}
 		s.mu.Unlock()
 		s.sfMu.Lock()
-		if doc := s.snap.Load(); doc != nil && s.state == status.Running {
+		if doc := s.snap.Load(); doc != nil && (s.state == status.Running || s.state == status.Stopping) {
 			if err := s.sf.Write(doc); err != nil {
 				s.log.Printf("%v", err)
 			}
@@ -453,6 +453,9 @@ func (s *Server) baseDoc() status.Doc {
 func (s *Server) publish() {
 	doc := s.st.snapshot()
 	doc.Status = status.Running
+	if s.st.stopping {
+		doc.Status = status.Stopping
+	}
 	s.snap.Store(doc)
 }
 
