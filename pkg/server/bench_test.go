@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"testing"
@@ -66,9 +67,22 @@ func BenchmarkSlotRoundTrip(b *testing.B) {
 // to 64 jobs outstanding, two workers echoing a 16-byte payload. With
 // concurrency 1 a worker takes one job at a time (deputy's rule).
 func BenchmarkJobThroughput(b *testing.B) {
-	for _, conc := range []int{1, 64} {
-		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
-			s := startTestServer(b, func(c *Config) { c.PortRange = [2]int{} })
+	for _, tc := range []struct {
+		conc    int
+		journal bool
+	}{{1, false}, {64, false}, {64, true}} {
+		conc := tc.conc
+		name := fmt.Sprintf("concurrency=%d", conc)
+		if tc.journal {
+			name += "/journal"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := startTestServer(b, func(c *Config) {
+				c.PortRange = [2]int{}
+				if tc.journal {
+					c.Journal = filepath.Join(c.Paths.Dir, "journal.db")
+				}
+			})
 			for w := 0; w < 2; w++ {
 				wc := dialBench(b, s)
 				fmt.Fprintf(wc.w, `{"cmd":"can_do","types":["echo"],"concurrency":%d}`+"\n", conc)
