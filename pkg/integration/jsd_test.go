@@ -221,8 +221,10 @@ func jsctlAnswers(dir string) bool {
 
 // ---- jsd ----
 
-// The status file goes starting -> running -> stopping -> stopped with its
-// fields, and SIGTERM lets the held lease finish before jsd exits 0.
+// The status file goes starting -> running -> stopped with its fields,
+// jsd says "stopping" while SIGTERM lets the held lease finish (the file's
+// own "stopping": TestJsdStatusFileSaysStoppingWhileLeasesDrain), and it
+// exits 0.
 func TestJsdStatusFileLifecycle(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -294,10 +296,9 @@ func TestJsdStatusFileLifecycle(t *testing.T) {
 	})
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	waitFor(t, 10*time.Second, "jsctl status to say stopping", func() bool { return d.status().Status == "stopping" })
-	if r := runIn(t, baseEnv(dir), "", 10*time.Second, bin("jsrun"), "--timeout", "0", "--", "true"); r.code == 0 {
-		t.Errorf("a stopping jsd granted a new lease")
+	if r := runIn(t, baseEnv(dir), "", 10*time.Second, bin("jsrun"), "--timeout", "0", "--", "true"); r.code != 69 || !strings.Contains(r.stderr, "stopping") {
+		t.Errorf("jsrun on a stopping jsd: exit %d %q, want 69 (no jobserver reachable) saying it is stopping", r.code, r.stderr)
 	}
-	waitStatus(t, sf, "stopping")
 	if holder.exited() {
 		t.Fatal("the lease's command was cut off by SIGTERM")
 	}
@@ -317,6 +318,34 @@ func TestJsdStatusFileLifecycle(t *testing.T) {
 			t.Errorf("%s is left behind after a clean stop", name)
 		}
 	}
+}
+
+// While the held leases drain after SIGTERM, the status file says
+// "stopping", as jsctl status does.
+//
+// Known bug in pkg/server (not ours to change here): the status writer
+// only writes while the state is "running", publishes every snapshot as
+// "running", and Run writes "stopping" only after the loop has returned,
+// i.e. once the leases are gone, just before "stopped". So during the drain
+func TestJsdStatusFileSaysStoppingWhileLeasesDrain(t *testing.T) {
+	t.Parallel()
+	d := startJSD(t, "--slots", "1")
+	sf := filepath.Join(d.dir, "status.json")
+	script, started, release := holdScript(t.TempDir())
+	holder := startBg(t, baseEnv(d.dir), bin("jsrun"), "--", "sh", "-c", script)
+	readPID(t, started)
+	waitFor(t, 10*time.Second, "the status file to show the lease", func() bool {
+		m, ok := statusMap(t, sf)
+		return ok && num(m, "slots", "leased") == 1
+	})
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	waitStatus(t, sf, "stopping")
+	os.WriteFile(release, nil, 0o644)
+	holder.wait(t, "jsrun")
+	if code := d.waitExit("stop"); code != 0 {
+		t.Fatalf("jsd exited %d", code)
+	}
+	waitStatus(t, sf, "stopped")
 }
 
 // A launcher's pre-written status file keeps its own keys.
@@ -363,24 +392,22 @@ func TestJsdSecondDaemonRefused(t *testing.T) {
 	d := startJSD(t, "--slots", "2")
 	sf := filepath.Join(d.dir, "status.json")
 	waitStatus(t, sf, "running")
-	d.stop() // a stopped status file cannot change behind our back
-	d = startJSDIn(t, d.dir, "--slots", "2")
-	waitFor(t, 10*time.Second, "the status file to be jsd's and settled", func() bool {
-		m, ok := statusMap(t, sf)
-		return ok && m["status"] == "running" && int(num(m, "pid")) == d.pid() && num(m, "slots", "free") == 2
-	})
+	// What the second jsd could have touched: every file (by inode), the
+	// lock's content; the status file is the first jsd's (which may rewrite
+	// it with the same content at any time).
 	snapshot := func() map[string]string {
 		out := map[string]string{}
 		ents, _ := os.ReadDir(d.dir)
 		for _, e := range ents {
-			fi, _ := os.Lstat(filepath.Join(d.dir, e.Name()))
-			st := fi.Sys().(*syscall.Stat_t)
-			b, _ := os.ReadFile(filepath.Join(d.dir, e.Name()))
-			if !fi.Mode().IsRegular() {
-				b = nil
+			if strings.HasPrefix(e.Name(), "status.json") { // .tmp comes and goes
+				continue
 			}
-			out[e.Name()] = fmt.Sprintf("ino=%d mode=%v mtime=%v content=%q", st.Ino, fi.Mode(), fi.ModTime().UnixNano(), b)
+			if fi, err := os.Lstat(filepath.Join(d.dir, e.Name())); err == nil {
+				out[e.Name()] = fmt.Sprintf("ino=%d mode=%v", fi.Sys().(*syscall.Stat_t).Ino, fi.Mode())
+			}
 		}
+		lock, _ := os.ReadFile(filepath.Join(d.dir, "jsd.lock"))
+		out["lock content"] = string(lock)
 		return out
 	}
 	before := snapshot()
@@ -399,6 +426,9 @@ func TestJsdSecondDaemonRefused(t *testing.T) {
 		if _, ok := before[name]; !ok {
 			t.Errorf("the second jsd created %s", name)
 		}
+	}
+	if m, _ := statusMap(t, sf); m["status"] != "running" || int(num(m, "pid")) != d.pid() || num(m, "slots", "total") != 2 {
+		t.Errorf("the second jsd wrote the status file: %v", m)
 	}
 	if s := d.status(); s.PID != d.pid() || s.Slots.Total != 2 {
 		t.Fatalf("the first jsd is not serving as before: %+v", s)
@@ -431,6 +461,31 @@ func TestJsdReplacesStaleFifoAndSocket(t *testing.T) {
 		t.Fatalf("jsrun on the new jsd: exit %d, MAKEFLAGS %q\n%s", r.code, r.stdout, r.stderr)
 	}
 	d2.waitWhole(10 * time.Second)
+}
+
+// The same as an unprivileged user: the stale FIFO of a SIGKILLed jsd is
+// replaced and the new jsd has its tokens.
+//
+// Known bug in pkg/server (not ours to change here): openPool decides
+// "still held" with jobserver.Holders(path, self, 0), and an fd table the
+// user cannot read counts as a holder; bornAfter 0 makes every other
+// user's process (init, every root daemon) such a holder. So a non-root
+// jsd always reuses a stale FIFO, which lost its tokens with its last
+// holder, seeds nothing, and since it keeps bornAfter 0 for the reclaimer
+// too, never tops it up: every jsrun waits forever. (A bound such as the
+// dead jsd's start time from the old status file, or seeding up to N minus
+// what FIONREAD shows when only unreadable processes "hold" it, would do.)
+func TestJsdReplacesStaleFifoAsNobody(t *testing.T) {
+	t.Parallel()
+	prefix, base := asNobody(t)
+	dir := filepath.Join(base, "js")
+	first := startJSDAs(t, prefix, dir, "--slots", "2")
+	first.cmd.Process.Kill()
+	<-first.done
+	startJSDAs(t, prefix, dir, "--slots", "2")
+	if n := fifoTokens(t, filepath.Join(dir, "jobserver.fifo")); n != 2 {
+		t.Fatalf("the new jsd's fifo holds %d tokens, want 2", n)
+	}
 }
 
 // A FIFO that a live process still holds is reused, and its tokens are
@@ -633,6 +688,9 @@ func TestJsdBadSlots(t *testing.T) {
 		if _, err := os.Stat(dir); err == nil {
 			t.Errorf("--slots=%q: jsd created its dir before refusing", v)
 		}
+	}
+	if r := runIn(t, baseEnv(t.TempDir()), "", 10*time.Second, bin("jsd"), "--slot", "2"); r.code != 64 || !strings.Contains(r.stderr, "unknown flag") {
+		t.Errorf("jsd --slot 2 (a typo): exit %d %q, want 64 for an unknown flag", r.code, r.stderr)
 	}
 	for _, v := range []string{"0", "-2", "nan"} {
 		dir := filepath.Join(t.TempDir(), "js")

@@ -517,3 +517,70 @@ func TestClientOfInheritedDescriptors(t *testing.T) {
 		}
 	}
 }
+
+// isKernelThread reads PF_KTHREAD from /proc/PID/stat (field 9).
+func isKernelThread(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	_, fields, ok := statFields(string(b))
+	if !ok || len(fields) < 7 {
+		return false
+	}
+	flags, _ := strconv.ParseUint(fields[6], 10, 64)
+	return flags&0x00200000 != 0
+}
+
+// As an unprivileged user, jsd cannot read most fd tables, and counts
+// those processes as holders; kernel threads hold no files and must never
+// count (kworkers come and go all the time: counting them would keep a
+// non-root jsd from ever reclaiming a leaked token). The calling thread
+// takes nobody's file-system identity and drops CAP_SYS_PTRACE for the
+// scan.
+func TestHoldersAsUnprivilegedSkipsKernelThreads(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to take another user's identity for one thread")
+	}
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o711)
+	os.Chmod(dir, 0o755)
+	path := filepath.Join(dir, "jobserver.fifo")
+	if err := CreateFIFO(path); err != nil {
+		t.Fatal(err)
+	}
+
+	runtime.LockOSThread()
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var old [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &old[0]); err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	dropped := old
+	for _, c := range []uint{unix.CAP_SYS_PTRACE, unix.CAP_DAC_READ_SEARCH, unix.CAP_DAC_OVERRIDE} {
+		dropped[c/32].Effective &^= 1 << (c % 32)
+	}
+	if err := unix.Capset(&hdr, &dropped[0]); err != nil {
+		runtime.UnlockOSThread()
+		t.Skipf("capset: %v", err)
+	}
+	unix.Setfsuid(65534)
+	hs, err := Holders(path, os.Getpid(), 0)
+	unix.Setfsuid(0)
+	if unix.Capset(&hdr, &old[0]) == nil {
+		runtime.UnlockOSThread()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if !slices.Contains(hs, 1) {
+		t.Fatalf("holders %v: init's fd table was readable, so the scan was not unprivileged", hs)
+	}
+	for _, pid := range hs {
+		if isKernelThread(pid) {
+			t.Errorf("kernel thread %d (%s) counted as a holder", pid, Comm(pid))
+		}
+	}
+}

@@ -12,7 +12,10 @@ import (
 // still found). A process whose descriptor table cannot be read counts as a
 // holder when it started at or after bornAfter (in clock ticks since boot,
 // /proc/PID/stat field 22; 0 counts every such process): only a process that
-// existed after the FIFO was made can have inherited it.
+// existed after the FIFO was made can have inherited it, and only if its
+// real uid is ours (a set-uid program we started): another user's process
+// cannot open our private FIFO. Kernel threads and zombies hold no files and
+// never count.
 func Holders(path string, skipPID int, bornAfter uint64) ([]int, error) {
 	var target syscall.Stat_t
 	if err := syscall.Stat(path, &target); err != nil {
@@ -39,7 +42,7 @@ func Holders(path string, skipPID int, bornAfter uint64) ([]int, error) {
 			if os.IsNotExist(err) {
 				continue // gone
 			}
-			if st, ok := StartTime(pid); ok && st >= bornAfter {
+			if st, ok := StartTime(pid); ok && st >= bornAfter && !holdsNoFiles(pid) && realUID(pid) == os.Getuid() {
 				out = append(out, pid) // cannot tell: assume it holds it
 			}
 			continue
@@ -56,6 +59,24 @@ func Holders(path string, skipPID int, bornAfter uint64) ([]int, error) {
 		}
 	}
 	return out, nil
+}
+
+// pfKthread is PF_KTHREAD in /proc/PID/stat's flags (field 9).
+const pfKthread = 0x00200000
+
+// holdsNoFiles reports whether pid is a kernel thread or a zombie: either
+// has no descriptors, though an unprivileged reader cannot see that.
+func holdsNoFiles(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	_, fields, ok := statFields(string(b))
+	if !ok || len(fields) < 7 {
+		return false
+	}
+	flags, _ := strconv.ParseUint(fields[6], 10, 64)
+	return flags&pfKthread != 0 || fields[0] == "Z" || fields[0] == "X"
 }
 
 // StartTime returns a process's start time in clock ticks since boot
@@ -105,4 +126,23 @@ func statFields(s string) (comm string, fields []string, ok bool) {
 		return "", nil, false
 	}
 	return s[open+1 : end], strings.Fields(s[end+1:]), true
+}
+
+// realUID is a process's real user id, -1 when unknown.
+func realUID(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				if uid, err := strconv.Atoi(f[0]); err == nil {
+					return uid
+				}
+			}
+		}
+	}
+	return -1
 }

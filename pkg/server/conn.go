@@ -67,7 +67,7 @@ func newConn(s *Server, nc net.Conn, br *bufio.Reader, kind connKind) *conn {
 		id:     s.connSeq.Add(1),
 		kind:   kind,
 		br:     br,
-		authed: kind == connUnix || s.cfg.AuthToken == "",
+		authed: kind == connUnix || !s.needsToken(),
 		nc:     nc,
 		raw:    rawConn(nc),
 		done:   make(chan struct{}),

@@ -97,7 +97,7 @@ func (s *Server) serveGloom(nc net.Conn, br *bufio.Reader, kind connKind) {
 	if br == nil {
 		br = bufio.NewReaderSize(nc, 64<<10)
 	}
-	if kind == connTCP && s.cfg.AuthToken != "" && !s.cfg.AllowUnauth["gloom"] {
+	if kind == connTCP && s.needsToken() && !s.cfg.AllowUnauth["gloom"] {
 		nc.SetWriteDeadline(time.Now().Add(finalWriteTimeout))
 		nc.Write(wire.GloomError(wire.GloomUnauthorized,
 			"this listener needs a token and gloom clients cannot present one (jsd --allow-unauthenticated gloom serves them)"))

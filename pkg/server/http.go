@@ -303,11 +303,14 @@ func (s *Server) httpHandler(a *adapters) http.Handler {
 // --allow-unauthenticated names seamless.
 func (s *Server) httpAuthorized(r *http.Request) bool {
 	tok := s.cfg.AuthToken
-	if tok == "" || r.URL.Path == "/healthcheck" {
+	if !s.needsToken() || r.URL.Path == "/healthcheck" {
 		return true
 	}
 	if s.cfg.AllowUnauth["seamless"] && (r.URL.Path == "/run-transformation" || r.URL.Path == "/") {
 		return true
+	}
+	if tok == "" {
+		return false
 	}
 	h := r.Header.Get("Authorization")
 	const bearer = "Bearer "

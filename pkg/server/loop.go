@@ -164,6 +164,7 @@ func (s *Server) loop(ctx context.Context) error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		stop := fn()
+		s.flushDirty() // replies the timers made (blocked, stopping)
 		if stop || st.aborted {
 			st.ended = true // from now on no handler runs
 			return true

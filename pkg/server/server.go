@@ -171,8 +171,14 @@ func (s *Server) openPool() error {
 	path := s.cfg.Paths.FIFO
 	n := s.cfg.Slots
 	reuse := false
+	// Only a process started after us, or one of our own user's (whose
+	// descriptor table we can read), can hold our FIFO: the 0700 directory
+	// keeps everyone else from opening it. So an unreadable table of an
+	// older process (another user's, the kernel's) is not a holder.
+	self, _ := jobserver.StartTime(os.Getpid())
+	s.st.bornAfter = self
 	if jobserver.IsFIFO(path) {
-		holders, err := jobserver.Holders(path, os.Getpid(), 0)
+		holders, err := jobserver.Holders(path, os.Getpid(), self)
 		if err != nil {
 			return fmt.Errorf("check who holds %s: %w", path, err)
 		}
@@ -205,11 +211,7 @@ func (s *Server) openPool() error {
 			buf := make([]byte, free-n)
 			_, _ = pipe.TryTake(buf)
 		}
-		s.st.bornAfter = 0
 		return nil
-	}
-	if st, ok := jobserver.StartTime(os.Getpid()); ok {
-		s.st.bornAfter = st
 	}
 	put, err := pipe.Put(n)
 	if err != nil || put != n {
@@ -445,6 +447,7 @@ func (s *Server) baseDoc() status.Doc {
 		Queues:    []status.Queue{},
 		Workers:   []status.Worker{},
 		Jobs:      []status.Job{},
+		Warnings:  s.warnings(),
 	}
 }
 

@@ -48,22 +48,18 @@ func (s *Server) listenTCP() error {
 	if !wantMain && !wantGloom {
 		return nil
 	}
-	if !isLoopback(cfg.Host) && cfg.AuthToken == "" {
-		if !wantGloom || wantMain || !cfg.AllowUnauth["gloom"] {
-			return &UsageError{Err: fmt.Errorf("--host %s is not a loopback address and no --auth-token-file is given", cfg.Host),
-				Hint: "anyone who can reach that address could run jobs: give --auth-token-file FILE, or bind 127.0.0.1"}
-		}
+	if !isLoopback(cfg.Host) && cfg.AuthToken == "" && len(cfg.AllowUnauth) == 0 {
+		return &UsageError{Err: fmt.Errorf("--host %s is not a loopback address and no --auth-token-file is given", cfg.Host),
+			Hint: "anyone who can reach that address could run jobs: give --auth-token-file FILE, bind 127.0.0.1, or name the legacy protocols to serve without a token with --allow-unauthenticated"}
 	}
-	if wantGloom && cfg.AuthToken != "" || wantGloom && !isLoopback(cfg.Host) {
+	if wantGloom && s.needsToken() {
 		if !cfg.AllowUnauth["gloom"] {
 			return &UsageError{Err: errors.New("gloom clients cannot present a token, and the gloom ports would need one here"),
 				Hint: "add --allow-unauthenticated gloom to serve them anyway (they can submit and run jobs without a token), or bind the gloom ports on loopback without --auth-token-file"}
 		}
 	}
-	for _, p := range []string{"deputy", "gloom", "seamless"} {
-		if cfg.AllowUnauth[p] {
-			s.log.Printf("warning: %s clients are served without a token (--allow-unauthenticated)", p)
-		}
+	for _, w := range s.warnings() {
+		s.log.Printf("warning: %s", w)
 	}
 	if wantMain {
 		ln, err := listenPort(cfg.Host, cfg.Port, cfg.PortRange)
@@ -83,6 +79,24 @@ func (s *Server) listenTCP() error {
 		}
 	}
 	return nil
+}
+
+// needsToken: TCP clients must present the token (or be a legacy protocol
+// that --allow-unauthenticated names) unless the listener is on loopback
+// without a token file.
+func (s *Server) needsToken() bool {
+	return s.cfg.AuthToken != "" || !isLoopback(s.cfg.Host)
+}
+
+// warnings are the standing warnings jsd repeats in its status.
+func (s *Server) warnings() []string {
+	var out []string
+	for _, p := range []string{"deputy", "gloom", "seamless"} {
+		if s.cfg.AllowUnauth[p] && (s.tcp.main != nil || s.tcp.gloomMaster != nil || s.cfg.Port != 0 || s.cfg.PortRange[0] != 0 || s.cfg.GloomPorts[0] != 0) {
+			out = append(out, fmt.Sprintf("%s clients are served on TCP without a token (--allow-unauthenticated %s): whoever reaches %s can submit and run jobs", p, p, s.cfg.Host))
+		}
+	}
+	return out
 }
 
 // listenPort listens on a fixed port, or on a random free one in a range.
@@ -186,7 +200,11 @@ func (st *loopState) authorize(c *conn, m *wire.Msg) bool {
 			c.authed = true
 			return true
 		}
-		c.sendError(m.Req, wire.CodeAuth, "wrong token")
+		msg := "wrong token"
+		if cfg.AuthToken == "" {
+			msg = "this jsd has no token (start it with --auth-token-file); here only what --allow-unauthenticated names is served"
+		}
+		c.sendError(m.Req, wire.CodeAuth, msg)
 		c.closeAfterFlush()
 		return false
 	}

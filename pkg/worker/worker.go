@@ -192,7 +192,7 @@ func (s *session) start(m *wire.Msg, idle chan struct{}) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		reply := s.run(m, id, r)
+		reply := fitLine(s.run(m, id, r))
 		s.mu.Lock()
 		delete(s.jobs, id)
 		err := s.c.Send(reply)
@@ -271,7 +271,11 @@ func (s *session) run(m *wire.Msg, id string, r *running) *wire.Msg {
 	status := p.Wait()
 	copies.Wait()
 	if isCmd {
-		return resultMsg(m.ID, CommandResult{Exit: status, Stdout: stdout.String(), Stderr: stderr.String()})
+		r := CommandResult{Exit: status, Stdout: stdout.String(), Stderr: stderr.String()}
+		if stdout.over || stderr.over {
+			r.Stderr += fmt.Sprintf("\njsworker: the output was cut at %d bytes\n", MaxResult)
+		}
+		return resultMsg(m.ID, r)
 	}
 	if stdout.over {
 		return fail(status, fmt.Sprintf("result over %d bytes", MaxResult))
@@ -286,6 +290,22 @@ func (s *session) run(m *wire.Msg, id string, r *running) *wire.Msg {
 	}
 	res, enc := resultOf(stdout.Bytes())
 	return &wire.Msg{Cmd: wire.CmdDid, ID: m.ID, Res: res, Enc: enc}
+}
+
+// fitLine makes sure a reply fits in one protocol line: a result too large
+// to send fails the job with that reason instead of breaking the
+// connection (jsd would close it, and lose every job on it).
+func fitLine(m *wire.Msg) *wire.Msg {
+	b, err := json.Marshal(m)
+	if err == nil && len(b) < wire.MaxLine-64 {
+		return m
+	}
+	exit := 1
+	if m.Exit != nil {
+		exit = *m.Exit
+	}
+	return &wire.Msg{Cmd: wire.CmdFail, ID: m.ID, Exit: &exit,
+		Error: fmt.Sprintf("the result is %d bytes encoded, over the protocol's %d-byte line limit", len(b), wire.MaxLine)}
 }
 
 // resultMsg reports a command-line job: done when it exited 0.
@@ -361,8 +381,9 @@ func (s *session) killAll() {
 }
 
 // capped keeps at most max bytes: the head (stdout), or the tail (stderr).
+// It is only an io.Writer (no ReadFrom), so io.Copy cannot bypass the cap.
 type capped struct {
-	bytes.Buffer
+	buf  bytes.Buffer
 	max  int
 	tail bool
 	over bool
@@ -371,22 +392,24 @@ type capped struct {
 func (c *capped) Write(p []byte) (int, error) {
 	n := len(p)
 	if c.tail {
-		c.Buffer.Write(p)
-		if c.Len() > c.max {
-			b := c.Bytes()[c.Len()-c.max:]
-			keep := append([]byte(nil), b...)
-			c.Reset()
-			c.Buffer.Write(keep)
+		c.buf.Write(p)
+		if c.buf.Len() > c.max {
+			keep := append([]byte(nil), c.buf.Bytes()[c.buf.Len()-c.max:]...)
+			c.buf.Reset()
+			c.buf.Write(keep)
 		}
 		return n, nil
 	}
-	if room := c.max - c.Len(); room < len(p) {
+	if room := c.max - c.buf.Len(); room < len(p) {
 		c.over = true
 		if room > 0 {
-			c.Buffer.Write(p[:room])
+			c.buf.Write(p[:room])
 		}
 		return n, nil
 	}
-	c.Buffer.Write(p)
+	c.buf.Write(p)
 	return n, nil
 }
+
+func (c *capped) Bytes() []byte  { return c.buf.Bytes() }
+func (c *capped) String() string { return c.buf.String() }

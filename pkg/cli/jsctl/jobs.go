@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -202,7 +203,7 @@ func (c *MetricsCmd) Run(e *env) error {
 		metrics.Prometheus(e.stdio.Out, snap, counters)
 	default:
 		for _, k := range sortedKeys(counters) {
-			fmt.Fprintf(e.stdio.Out, "%-20s %v\n", k, counters[k])
+			fmt.Fprintf(e.stdio.Out, "%-20s %s\n", k, strconv.FormatFloat(counters[k], 'f', -1, 64))
 		}
 		for _, name := range sortedKeys(snap.Histograms) {
 			for _, typ := range sortedKeys(snap.Histograms[name]) {

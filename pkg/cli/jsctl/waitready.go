@@ -17,7 +17,7 @@ import (
 // WaitReadyCmd waits until jsd's status file says it serves.
 type WaitReadyCmd struct {
 	StatusFile string  `help:"The status file to watch (default: DIR/status.json). Neither it nor its directory need exist yet." placeholder:"PATH"`
-	Timeout    float64 `help:"Give up after this many seconds (exit 75); 0: wait as long as it takes." default:"30" placeholder:"SECONDS"`
+	Timeout    float64 `help:"Give up after this many seconds (exit 75; default 30); 0: wait as long as it takes." default:"30" placeholder:"SECONDS"`
 	JSON       bool    `help:"Once ready, print the status file's document as JSON."`
 }
 

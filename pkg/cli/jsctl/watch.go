@@ -213,6 +213,11 @@ func keyInput(in *os.File) (keys <-chan byte, restore func()) {
 	if err != nil {
 		return nil, none
 	}
+	// In the background (jsctl status --watch &), touching the terminal
+	// would stop us (SIGTTOU, SIGTTIN): leave it alone.
+	if fg, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP); err != nil || fg != unix.Getpgrp() {
+		return nil, none
+	}
 	raw := *old
 	raw.Lflag &^= unix.ECHO | unix.ICANON
 	raw.Cc[unix.VMIN], raw.Cc[unix.VTIME] = 1, 0

@@ -18,6 +18,7 @@ import (
 	"github.com/js-toolkit/js/pkg/cli/cmdline"
 	"github.com/js-toolkit/js/pkg/rundir"
 	"github.com/js-toolkit/js/pkg/server"
+	"github.com/js-toolkit/js/pkg/status"
 	"github.com/js-toolkit/js/pkg/version"
 )
 
@@ -54,7 +55,7 @@ type CLI struct {
 	ResultTTL     float64 `help:"Seconds a detached job's result is kept for 'jsctl wait'." default:"3600" placeholder:"SECONDS"`
 	Journal       string  `help:"Keep queued jobs and detached results in this file (bbolt, group-committed) so they survive a crash or restart of jsd. Default: in memory only." placeholder:"PATH"`
 
-	Handler []string `arg:"" optional:"" passthrough:"" help:"With --workers: the handler command each worker runs per job (after --)."`
+	Handler []string `arg:"" optional:"" passthrough:"partial" help:"With --workers: the handler command each worker runs per job (after --)."`
 }
 
 const description = `jsd owns this machine's slots and job queues: a GNU-make-compatible jobserver
@@ -73,13 +74,45 @@ func Main(args []string, stdio cmdline.Stdio) int {
 	_, code, done := cmdline.Parse("jsd", &cli, joinPortRange(args), stdio, ExitUsage,
 		kong.Description(description), kong.Vars{"version": "jsd " + version.Version})
 	if done {
+		if code == ExitUsage {
+			failStatusFile(args, "bad flags: run 'jsd --help'")
+		}
 		return code
 	}
 	cfg, err := cli.config(stdio)
 	if err != nil {
+		failStatusFile(args, err.Error())
 		return cmdline.Report(stdio.Err, "jsd", err, ExitUsage)
 	}
 	return run(cfg, stdio)
+}
+
+// failStatusFile tells a launcher that jsd will not start: when the flags
+// name a --status-file and no live jsd serves that directory, the file says
+// "failed" with the error (keeping the launcher's keys), as it does for any
+// other start-up failure.
+func failStatusFile(args []string, why string) {
+	path, dir := "", ""
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		for _, f := range []struct {
+			name string
+			dst  *string
+		}{{"--status-file", &path}, {"--dir", &dir}} {
+			if a == f.name && i+1 < len(args) {
+				*f.dst = args[i+1]
+			} else if v, ok := strings.CutPrefix(a, f.name+"="); ok {
+				*f.dst = v
+			}
+		}
+	}
+	if path == "" || rundir.LockHolder(rundir.For(rundir.Resolve(dir)).Lock) != 0 {
+		return
+	}
+	sf, _ := status.OpenFile(path)
+	sf.Write(map[string]any{"status": status.Failed, "error": why, "pid": os.Getpid()})
 }
 
 // joinPortRange turns seamless-jobserver's "--port-range START END" into

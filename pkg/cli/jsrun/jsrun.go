@@ -58,7 +58,7 @@ type CLI struct {
 	Retries  int    `help:"Run the job again up to R times if its worker dies mid-job." group:"Remote jobs (--type)" placeholder:"R"`
 	Detach   bool   `help:"Print the job's id and exit 0 at once; fetch the result with 'jsctl wait ID'." group:"Remote jobs (--type)"`
 
-	Command []string `arg:"" optional:"" passthrough:"" help:"The command and its arguments (after --)."`
+	Command []string `arg:"" optional:"" passthrough:"partial" help:"The command and its arguments (after --)."`
 }
 
 const description = `jsrun runs COMMAND in a slot of the machine's pool, like make -j runs a
@@ -132,6 +132,23 @@ func newRun(cli *CLI, args []string, stdio cmdline.Stdio) (*run, error) {
 	}
 	if cli.Type == "" && (cli.Detach || cli.ID != "" || cli.Priority != 0 || cli.Retries != 0) {
 		return nil, usage("add --type T to ship the command to a worker", "--detach, --id, --priority and --retries need --type")
+	}
+	if cli.Type != "" {
+		// These shape how a command runs here; a worker runs it its own way.
+		var local []string
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"--slots", cli.Slots != 1}, {"--exec", cli.Exec}, {"--min-free-mem", cli.MinFreeMem != ""},
+			{"--max-load", cli.MaxLoad != 0}, {"--gate", cli.Gate != ""}, {"--env/--unset", len(envOps(args)) > 0},
+			{"--jobserver-style", cli.JobserverStyle != "pipe"}, {"--pdeathsig", !strings.EqualFold(strings.TrimPrefix(strings.ToUpper(cli.Pdeathsig), "SIG"), "KILL")}} {
+			if f.set {
+				local = append(local, f.name)
+			}
+		}
+		if len(local) > 0 {
+			return nil, usage("these shape how a command runs on this machine; a worker runs jobs in its own environment", "%s cannot be used with --type", strings.Join(local, ", "))
+		}
 	}
 	if cli.Retries < 0 {
 		return nil, usage("", "--retries %d must be >= 0", cli.Retries)

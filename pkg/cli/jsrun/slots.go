@@ -141,6 +141,9 @@ func (r *run) takeSlots(deadline time.Time) (*held, error) {
 		if client.IsCode(err, wire.CodeBlocked) {
 			return nil, blocked()
 		}
+		if client.IsCode(err, wire.CodeStopping) {
+			return nil, cmdline.WithHint(err, ExitUnavailable, "jsd is stopping; run again once it has stopped, and a new one serves")
+		}
 		if client.IsCode(err, wire.CodeBadRequest) && r.cli.Slots > 1 {
 			// More slots than the pool has: the caller's mistake.
 			return nil, cmdline.WithHint(err, ExitUsage, "ask for at most the pool's size (jsctl status shows it)")
@@ -182,6 +185,10 @@ func blocked() error {
 	return cmdline.Errorf(ExitBlocked, "", "no free slot before the timeout; nothing was run")
 }
 
+// deadlineGrace is how long after its deadline jsrun still waits for
+// jsd's own answer to an acquire.
+const deadlineGrace = 2 * time.Second
+
 // fromJSD takes a lease of need slots from the jsd of our directory.
 func (r *run) fromJSD(h *held, need int, deadline time.Time, retry, canBorrow bool, lend lender) error {
 	var c *client.Conn
@@ -204,16 +211,28 @@ func (r *run) fromJSD(h *held, need int, deadline time.Time, retry, canBorrow bo
 		c.Close()
 		return err
 	}
+	// jsd answers "blocked" at the deadline; should that answer not come,
+	// jsrun still never waits much past --timeout.
+	var giveUp time.Time
+	if !deadline.IsZero() {
+		giveUp = deadline.Add(deadlineGrace)
+	}
 	for {
-		var until time.Time
+		until := giveUp
 		if canBorrow {
-			until = time.Now().Add(borrowPoll)
+			if poll := time.Now().Add(borrowPoll); until.IsZero() || poll.Before(until) {
+				until = poll
+			}
 		}
 		lease, err := c.AwaitLease(until)
 		if errors.Is(err, client.ErrNotYet) {
 			if lend.try(h) {
 				c.Close() // jsd drops our place in the queue
 				return nil
+			}
+			if !giveUp.IsZero() && !time.Now().Before(giveUp) {
+				c.Close()
+				return &client.Error{Code: wire.CodeBlocked, Message: "no answer from jsd by the deadline"}
 			}
 			continue
 		}
