@@ -150,9 +150,15 @@ func (d *daemon) stop() {
 	select {
 	case <-d.exited:
 	case <-time.After(15 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.exited
-		d.t.Errorf("jsd did not stop on SIGTERM within 15s; stderr:\n%s", d.stderr)
+		// SIGQUIT makes the Go runtime print every goroutine: the reason.
+		d.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-d.exited:
+		case <-time.After(5 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.exited
+		}
+		d.t.Errorf("jsd did not stop on SIGTERM within 15s; stderr (with goroutines):\n%s", d.stderr)
 	}
 }
 

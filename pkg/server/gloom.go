@@ -95,7 +95,7 @@ func (g *gloomConn) ackReady(f *gloomFrame, b []byte) {
 // first action decides it. It returns when the connection is done.
 func (s *Server) serveGloom(nc net.Conn, br *bufio.Reader, kind connKind) {
 	if br == nil {
-		br = bufio.NewReaderSize(nc, 64<<10)
+		br = bufio.NewReaderSize(nc, wire.ReadBuffer)
 	}
 	if kind == connTCP && s.needsToken() && !s.cfg.AllowUnauth["gloom"] {
 		nc.SetWriteDeadline(time.Now().Add(finalWriteTimeout))

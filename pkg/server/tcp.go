@@ -156,10 +156,10 @@ func (s *Server) closeTCP() {
 // speak gloom only.
 func (s *Server) sniff(nc net.Conn, kind connKind) {
 	if kind == connGloomMaster || kind == connGloomSlave {
-		s.serveGloom(nc, bufio.NewReaderSize(nc, 64<<10), kind)
+		s.serveGloom(nc, bufio.NewReaderSize(nc, wire.ReadBuffer), kind)
 		return
 	}
-	br := bufio.NewReaderSize(nc, 64<<10)
+	br := bufio.NewReaderSize(nc, wire.ReadBuffer)
 	s.tcp.mu.Lock()
 	if s.tcp.closed {
 		s.tcp.mu.Unlock()

@@ -16,6 +16,10 @@ const MaxLine = 16 << 20
 // ErrLineTooLong is returned by LineReader.Next for a line over the limit.
 var ErrLineTooLong = errors.New("line too long")
 
+// ReadBuffer is a connection's read buffer: big enough to take a burst of
+// messages in one read, small enough for thousands of idle connections.
+const ReadBuffer = 16 << 10
+
 // LineReader splits a stream into lines ending in LF or CRLF.
 type LineReader struct {
 	r    *bufio.Reader
@@ -26,7 +30,10 @@ type LineReader struct {
 
 // NewLineReader reads lines of at most max bytes from r.
 func NewLineReader(r io.Reader, max int) *LineReader {
-	return &LineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
+	if br, ok := r.(*bufio.Reader); ok && br.Size() >= ReadBuffer {
+		return &LineReader{r: br, max: max} // no second buffer on top of one
+	}
+	return &LineReader{r: bufio.NewReaderSize(r, ReadBuffer), max: max}
 }
 
 // HasLine reports whether a whole line is already buffered, so that Next
