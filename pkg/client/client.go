@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/js-toolkit/js/pkg/status"
@@ -42,7 +43,17 @@ type Conn struct {
 
 // Dial connects to jsd's unix socket.
 func Dial(socket string) (*Conn, error) {
-	nc, err := net.DialTimeout("unix", socket, 5*time.Second)
+	var nc net.Conn
+	var err error
+	// A full accept queue answers EAGAIN at once: jsd is there, busy
+	// (a flood of connections); try again for a while.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		nc, err = net.DialTimeout("unix", socket, 5*time.Second)
+		if err == nil || !errors.Is(err, syscall.EAGAIN) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || isConnRefused(err) {
 			return nil, fmt.Errorf("%w (socket %s)", ErrNoDaemon, socket)

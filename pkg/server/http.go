@@ -626,7 +626,7 @@ func (h *httpHandlers) cancel(w http.ResponseWriter, r *http.Request) {
 	}
 	type reply struct{ code, msg string }
 	rep, ok := ask(h.a, func(st *loopState) reply {
-		code, msg := st.jobs.cancel(id, sig)
+		code, msg := st.jobs.cancel(id, sig, nil)
 		return reply{code, msg}
 	})
 	if !ok {

@@ -584,14 +584,19 @@ func (js *jobState) sweep(now time.Time) {
 	}
 }
 
-// cancel cancels a queued or running job.
-func (js *jobState) cancel(id, sig string) (string, string) {
+// cancel cancels a queued or running job. ack, if not nil, is called once
+// the cancel is known to succeed and before the job's outcome goes out (an
+// acknowledgement is written before any message it causes).
+func (js *jobState) cancel(id, sig string, ack func()) (string, string) {
 	j := js.live[id]
 	if j == nil || j.gone {
 		if js.detached[id] != nil || j != nil || js.ended(id) {
 			return wire.CodeEnded, fmt.Sprintf("job %s has ended already", id)
 		}
 		return wire.CodeNotFound, fmt.Sprintf("no job %s is queued or running", id)
+	}
+	if ack != nil {
+		ack()
 	}
 	if j.State == queue.Queued {
 		js.store.Remove(&j.Job)

@@ -353,11 +353,11 @@ func (st *loopState) serve() {
 // maybeReclaim starts a holders scan when the pool is short while nothing
 // of ours is out.
 func (st *loopState) maybeReclaim() {
-	if st.checking || st.slots.leasedCount() > 0 || len(st.slots.waiters) > 0 {
+	if st.checking || st.slots.leasedCount() > 0 || st.slots.debt > 0 {
 		return
 	}
 	free, err := st.s.pipe.Free()
-	if err != nil || free == st.slots.total {
+	if err != nil || free+st.slots.gathered() == st.slots.total {
 		return
 	}
 	st.checking = true
@@ -373,9 +373,11 @@ func (st *loopState) maybeReclaim() {
 }
 
 // reclaim restores the pool to exactly N tokens when nobody but jsd holds
-// the FIFO and no lease is out.
+// the FIFO and no lease is out: the tokens in the FIFO plus those jsd holds
+// for waiters must be N. (Waiters do not stop it: after a restart, tokens
+// the dead jsd had leased are missing exactly while jsruns wait for them.)
 func (st *loopState) reclaim(holders int) {
-	if holders != 0 || st.slots.leasedCount() > 0 || len(st.slots.waiters) > 0 || st.slots.debt > 0 {
+	if holders != 0 || st.slots.leasedCount() > 0 || st.slots.debt > 0 {
 		return
 	}
 	free, err := st.s.pipe.Free()
@@ -383,13 +385,14 @@ func (st *loopState) reclaim(holders int) {
 		return
 	}
 	n := st.slots.total
+	have := free + st.slots.gathered()
 	switch {
-	case free < n:
-		put, _ := st.s.pipe.Put(n - free)
+	case have < n:
+		put, _ := st.s.pipe.Put(n - have)
 		st.slots.reclaimed += put
-		st.s.log.Printf("reclaimed %d leaked token(s): the pool holds %d again", put, free+put)
-	case free > n:
-		buf := make([]byte, free-n)
+		st.s.log.Printf("reclaimed %d leaked token(s): the pool holds %d again", put, have+put)
+	case have > n && free > 0:
+		buf := make([]byte, min(have-n, free))
 		got, _ := st.s.pipe.TryTake(buf)
 		st.s.log.Printf("removed %d surplus token(s) someone wrote into the fifo", got)
 	}

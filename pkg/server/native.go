@@ -125,11 +125,10 @@ func (st *loopState) handleJobMsg(c *conn, m *wire.Msg) bool {
 		if sig == "" {
 			sig = "TERM"
 		}
-		if code, msg := js.cancel(id, sig); code != "" {
+		ack := func() { c.send(&wire.Msg{Cmd: wire.CmdOK, Req: m.Req, ID: m.ID}) }
+		if code, msg := js.cancel(id, sig, ack); code != "" {
 			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: code, Message: msg})
-			return true
 		}
-		c.send(&wire.Msg{Cmd: wire.CmdOK, Req: m.Req, ID: m.ID})
 	case wire.CmdWait:
 		id, _, err := canonID(m.ID)
 		if err != nil || id == "" {

@@ -55,6 +55,15 @@ func (sl *slotState) init(fifo string, n int) {
 
 func (sl *slotState) leasedCount() int { return len(sl.leases) }
 
+// gathered is how many tokens jsd holds for waiters still short of theirs.
+func (sl *slotState) gathered() int {
+	n := 0
+	for _, w := range sl.waiters {
+		n += w.have
+	}
+	return n
+}
+
 // need is how many tokens jsd wants from the FIFO now: a shrink's debt,
 // then what the head waiter still lacks.
 func (sl *slotState) need() int {

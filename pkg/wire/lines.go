@@ -18,7 +18,7 @@ var ErrLineTooLong = errors.New("line too long")
 
 // ReadBuffer is a connection's read buffer: big enough to take a burst of
 // messages in one read, small enough for thousands of idle connections.
-const ReadBuffer = 16 << 10
+const ReadBuffer = 4 << 10
 
 // LineReader splits a stream into lines ending in LF or CRLF.
 type LineReader struct {

@@ -238,6 +238,11 @@ func (r *run) fromJSD(h *held, need int, deadline time.Time, retry, canBorrow bo
 		}
 		if err != nil {
 			c.Close()
+			var ce *client.Error
+			if !errors.As(err, &ce) {
+				return cmdline.WithHint(fmt.Errorf("lost jsd while waiting for a slot: %w", err), ExitUnavailable,
+					"jsd stopped or was restarted; nothing was run: run the command again")
+			}
 			return err
 		}
 		h.conn, h.lease = c, lease
