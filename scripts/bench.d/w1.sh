@@ -10,11 +10,12 @@
 #             sem is a perl start of ~90 ms, see the line's note), then --wait
 #   parallel  one GNU parallel -u -j2 for all N (runs each through bash -c)
 #   jsrun     xargs -P2 -n1 jsrun -- true, slot from the private jsd --slots 2
+#   jsrun_exec  the same with jsrun --exec (the command replaces jsrun)
 # Each round runs every system once, in this order; the line is the median
 # of the rounds. Every run is bounded by timeout(1).
 
 W1_needs="xargs:findutils timeout:coreutils make:make tsp:task-spooler sem:parallel parallel:parallel"
-W1_SYSTEMS="xargs gofloor make tsp sem parallel jsrun"
+W1_SYSTEMS="xargs gofloor make tsp sem parallel jsrun jsrun_exec"
 
 bench_W1() {
   local n nsem rounds r s v note best
@@ -55,6 +56,8 @@ bench_W1() {
   emit_ratio W1 gofloor xargs "${med[gofloor]}" "${med[xargs]}"
   emit_ratio W1 jsrun gofloor "${med[jsrun]}" "${med[gofloor]}"
   emit_ratio W1 jsrun xargs "${med[jsrun]}" "${med[xargs]}"
+  emit_ratio W1 jsrun_exec gofloor "${med[jsrun_exec]}" "${med[gofloor]}"
+  emit_ratio W1 jsrun_exec tsp "${med[jsrun_exec]}" "${med[tsp]}"
   for s in make tsp sem parallel; do
     if [ "$s" = "$best" ]; then
       echo "$(emit_ratio W1 jsrun "$s" "${med[jsrun]}" "${med[$s]}") # best peer"
@@ -94,6 +97,13 @@ w1_jsrun() {
   local t0
   t0=$(now_us)
   bounded 120 xargs -P2 -n1 -a "$W1_DIR/input" "$JS_BIN/jsrun" -- true </dev/null >/dev/null || return 1
+  w1_per_cmd "$t0" "$1"
+}
+
+w1_jsrun_exec() {
+  local t0
+  t0=$(now_us)
+  bounded 120 xargs -P2 -n1 -a "$W1_DIR/input" "$JS_BIN/jsrun" --exec -- true </dev/null >/dev/null || return 1
   w1_per_cmd "$t0" "$1"
 }
 
