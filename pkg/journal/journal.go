@@ -62,6 +62,14 @@ type Journal struct {
 	batched  uint64 // guarded by mu: changes committed
 	mu       sync.Mutex
 	closeErr error
+
+	// Callbacks of committed changes, run in order by their own goroutine:
+	// a callback may wait for a lock whose holder waits in Put, so the
+	// committing goroutine never runs them itself.
+	doneMu   sync.Mutex
+	doneQ    []func() // guarded by doneMu
+	doneWake chan struct{}
+	doneEnd  chan struct{}
 }
 
 // MaxBatch bounds how many changes one commit carries.
@@ -89,9 +97,10 @@ func Open(path string) (j *Journal, recs []Record, warn error, err error) {
 	} else {
 		db = db2
 	}
-	j = &Journal{path: path, db: db, ops: make(chan op, 65536)}
-	j.wg.Add(1)
+	j = &Journal{path: path, db: db, ops: make(chan op, 65536), doneWake: make(chan struct{}, 1), doneEnd: make(chan struct{})}
+	j.wg.Add(2)
 	go j.run()
+	go j.runDone()
 	return j, recs, warn, nil
 }
 
@@ -232,10 +241,46 @@ func (j *Journal) run() {
 			j.closeErr = err
 		}
 		j.mu.Unlock()
+		j.doneMu.Lock()
 		for _, o := range batch {
 			if o.done != nil {
-				o.done()
+				j.doneQ = append(j.doneQ, o.done)
 			}
+		}
+		j.doneMu.Unlock()
+		select {
+		case j.doneWake <- struct{}{}:
+		default:
+		}
+	}
+	close(j.doneEnd)
+}
+
+// runDone runs the callbacks of committed changes, in commit order.
+func (j *Journal) runDone() {
+	defer j.wg.Done()
+	for {
+		select {
+		case <-j.doneWake:
+		case <-j.doneEnd:
+			j.drainDone()
+			return
+		}
+		j.drainDone()
+	}
+}
+
+func (j *Journal) drainDone() {
+	for {
+		j.doneMu.Lock()
+		q := j.doneQ
+		j.doneQ = nil
+		j.doneMu.Unlock()
+		if len(q) == 0 {
+			return
+		}
+		for _, f := range q {
+			f()
 		}
 	}
 }

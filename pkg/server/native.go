@@ -39,6 +39,17 @@ func outcomeMsg(j *job, req json.RawMessage) *wire.Msg {
 	return m
 }
 
+// jobID is the canonical id a job command names, or false after an error
+// reply.
+func (c *conn) jobID(m *wire.Msg) (string, bool) {
+	id, _, err := canonID(m.ID)
+	if err != nil || id == "" {
+		c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: wire.CodeBadRequest, Message: `missing or bad "id"`})
+		return "", false
+	}
+	return id, true
+}
+
 // handleJobMsg serves the job commands of the native protocol; it reports
 // false for commands that are not about jobs.
 func (st *loopState) handleJobMsg(c *conn, m *wire.Msg) bool {
@@ -100,9 +111,8 @@ func (st *loopState) handleJobMsg(c *conn, m *wire.Msg) bool {
 		}
 		c.send(&wire.Msg{Cmd: wire.CmdOK, Req: m.Req})
 	case wire.CmdDid, wire.CmdFail:
-		id, _, err := canonID(m.ID)
-		if err != nil || id == "" {
-			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: wire.CodeBadRequest, Message: `missing or bad "id"`})
+		id, ok := c.jobID(m)
+		if !ok {
 			return true
 		}
 		o := &outcome{state: queue.Done, res: m.Res, enc: m.Enc}
@@ -116,9 +126,8 @@ func (st *loopState) handleJobMsg(c *conn, m *wire.Msg) bool {
 			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: code, Message: msg})
 		}
 	case wire.CmdCancel:
-		id, _, err := canonID(m.ID)
-		if err != nil || id == "" {
-			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: wire.CodeBadRequest, Message: `missing or bad "id"`})
+		id, ok := c.jobID(m)
+		if !ok {
 			return true
 		}
 		sig := m.Signal
@@ -130,9 +139,8 @@ func (st *loopState) handleJobMsg(c *conn, m *wire.Msg) bool {
 			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: code, Message: msg})
 		}
 	case wire.CmdWait:
-		id, _, err := canonID(m.ID)
-		if err != nil || id == "" {
-			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: wire.CodeBadRequest, Message: `missing or bad "id"`})
+		id, ok := c.jobID(m)
+		if !ok {
 			return true
 		}
 		if code, msg := js.wait(c, id, m.Req); code != "" {
