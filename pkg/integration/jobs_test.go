@@ -358,3 +358,35 @@ func exitCode(err error) int {
 	}
 	return -1
 }
+
+// jsd started with --socket elsewhere: jsrun, jsworker and jsctl find it
+// with their own --socket.
+func TestCustomSocket(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	sock := filepath.Join(t.TempDir(), "elsewhere.sock")
+	d := &daemon{t: t, dir: dir, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	d.cmd = exec.Command(bin("jsd"), "--dir", dir, "--socket", sock, "--slots", "1")
+	d.cmd.Env, d.cmd.Stderr = baseEnv(dir), d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.cmd.Wait(); close(d.exited) }()
+	t.Cleanup(d.stop)
+	env := baseEnv(dir)
+	waitFor(t, 10*time.Second, "jsd on its custom socket", func() bool {
+		return runIn(t, env, "", 10*time.Second, bin("jsctl"), "--socket", sock, "status").code == 0
+	})
+	if r := runIn(t, env, "", 10*time.Second, bin("jsrun"), "--socket", sock, "--no-autostart", "--", "echo", "ok"); r.code != 0 || r.stdout != "ok\n" {
+		t.Fatalf("jsrun --socket: exit %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	w := exec.Command(bin("jsworker"), "--socket", sock, "--type", "x")
+	w.Env = env
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Process.Signal(syscall.SIGTERM); w.Wait() })
+	if r := runIn(t, env, "", 10*time.Second, bin("jsrun"), "--socket", sock, "--no-autostart", "--type", "x", "--", "echo", "remote"); r.code != 0 || r.stdout != "remote\n" {
+		t.Fatalf("jsrun --type via --socket: exit %d %q %s", r.code, r.stdout, r.stderr)
+	}
+}

@@ -39,6 +39,7 @@ const (
 // CLI are jsrun's flags.
 type CLI struct {
 	Dir            string           `help:"jsd's runtime directory (default: $JS_DIR, else $XDG_RUNTIME_DIR/js, else /tmp/js-$UID)." placeholder:"DIR"`
+	Socket         string           `help:"jsd's unix socket, when jsd was started with --socket (default: DIR/jsd.sock)." placeholder:"PATH"`
 	Slots          int              `help:"Slots this command needs (a weighted job)." default:"1" placeholder:"K"`
 	Timeout        float64          `help:"Seconds to wait for the slots; 0: do not wait; negative: wait forever. On expiry jsrun exits 75 and runs nothing." default:"-1" placeholder:"SECONDS"`
 	NoAutostart    bool             `help:"Do not start a jsd when none is reachable."`
@@ -161,6 +162,9 @@ func newRun(cli *CLI, args []string, stdio cmdline.Stdio) (*run, error) {
 		return nil, usage("", "--pdeathsig: %v", err)
 	}
 	r := &run{cli: cli, stdio: stdio, pdeathsig: sig, paths: rundir.For(rundir.Resolve(cli.Dir))}
+	if cli.Socket != "" {
+		r.paths.Socket = cli.Socket
+	}
 	r.timeout = -1
 	if cli.Timeout >= 0 {
 		r.timeout = time.Duration(cli.Timeout * float64(time.Second))

@@ -30,6 +30,7 @@ type CLI struct {
 	Type          []string         `required:"" help:"Job type to serve (repeatable)." placeholder:"T"`
 	Concurrency   int              `help:"Jobs run at once." default:"1" placeholder:"N"`
 	Dir           string           `help:"jsd's runtime directory (default: $JS_DIR, else $XDG_RUNTIME_DIR/js, else /tmp/js-$UID)." placeholder:"DIR"`
+	Socket        string           `help:"jsd's unix socket, when jsd was started with --socket (default: DIR/jsd.sock)." placeholder:"PATH"`
 	Connect       string           `help:"Connect to jsd's TCP port instead of its unix socket." placeholder:"HOST:PORT"`
 	AuthTokenFile string           `help:"Token file for --connect, when jsd asks for one." placeholder:"FILE"`
 	Grace         float64          `help:"On cancel: SIGTERM to the handler's process group, then SIGKILL after this many seconds." default:"10" placeholder:"SECONDS"`
@@ -82,6 +83,9 @@ func Main(args []string, stdio cmdline.Stdio) int {
 		token = strings.TrimSpace(string(b))
 	}
 	socket := rundir.For(rundir.Resolve(cli.Dir)).Socket
+	if cli.Socket != "" {
+		socket = cli.Socket
+	}
 	dial := func() (*client.Conn, error) {
 		if cli.Connect != "" {
 			return client.DialTCP(cli.Connect, token)
