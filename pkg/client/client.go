@@ -35,10 +35,9 @@ var ErrNoDaemon = errors.New("no jsd is running there")
 
 // Conn is one connection to jsd, used by one goroutine at a time.
 type Conn struct {
-	nc  net.Conn
-	lr  *wire.LineReader
-	w   *bufio.Writer
-	enc []byte
+	nc net.Conn
+	lr *wire.LineReader
+	w  *bufio.Writer
 }
 
 // Dial connects to jsd's unix socket.

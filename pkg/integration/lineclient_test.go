@@ -29,16 +29,6 @@ func dialLines(t testing.TB, dir string) *lineClient {
 	return &lineClient{t: t, nc: nc, r: bufio.NewReader(nc)}
 }
 
-func dialLinesTCP(t testing.TB, addr string) *lineClient {
-	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	return &lineClient{t: t, nc: nc, r: bufio.NewReader(nc)}
-}
-
 // send writes raw text (add the line end yourself).
 func (c *lineClient) send(s string) {
 	c.t.Helper()

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"os"
 	"sort"
-	"strings"
 	"syscall"
 	"time"
 
@@ -443,7 +442,6 @@ func killGroup(pid int, start uint64) {
 	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
-var _ = strings.TrimSpace
 
 func (st *loopState) metrics() *metrics.Snapshot {
 	c := st.jobs.c

@@ -477,5 +477,3 @@ func mustJSON(v any) json.RawMessage {
 	}
 	return b
 }
-
-var errStopping = errors.New("jsd is stopping")
