@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -388,5 +389,27 @@ func TestCustomSocket(t *testing.T) {
 	t.Cleanup(func() { w.Process.Signal(syscall.SIGTERM); w.Wait() })
 	if r := runIn(t, env, "", 10*time.Second, bin("jsrun"), "--socket", sock, "--no-autostart", "--type", "x", "--", "echo", "remote"); r.code != 0 || r.stdout != "remote\n" {
 		t.Fatalf("jsrun --type via --socket: exit %d %q %s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// A submitter that half-closes its unix connection (it has sent all it
+// will, as `printf ... | socat - UNIX:...` does) still gets its outcomes;
+// then jsd closes the connection.
+func TestHalfClosedSubmitterGetsOutcome(t *testing.T) {
+	t.Parallel()
+	d := startJSD(t)
+	c := dialLines(t, d.dir)
+	c.send(`{"cmd":"do","id":"h1","type":"later","arg":1,"req":1}` + "\r\n")
+	c.expect(`{"cmd":"queued","req":1,"id":"h1"}`)
+	if err := c.nc.(*net.UnixConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	w := dialLines(t, d.dir)
+	w.send(`{"cmd":"can_do","types":["later"]}` + "\r\n")
+	w.expect(`{"cmd":"do","id":"h1","type":"later","arg":1}`)
+	w.send(`{"cmd":"did","id":"h1","res":"half"}` + "\r\n")
+	c.expect(`{"cmd":"did","id":"h1","res":"half"}`)
+	if !c.closed() {
+		t.Fatal("jsd kept the half-closed connection open after its last outcome")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"golang.org/x/sys/unix"
 	"io"
 	"net"
 	"sync"
@@ -49,6 +50,7 @@ type conn struct {
 	closed  bool
 	worker  bool // registered as a worker (does not count against idleness)
 	authed  bool // presented the token (TCP with --auth-token-file), or needs none
+	eof     bool // its input ended; it stays open until its jobs have ended
 }
 
 // connKind is where a connection came from.
@@ -240,10 +242,19 @@ func (c *conn) writeLoop() {
 func (c *conn) readLoop() {
 	lingering := false
 	defer func() {
-		if !lingering {
+		if lingering {
+			c.s.exec(event{kind: evClose, c: c})
+			return
+		}
+		// A client that has sent all it will (half-closed its side) may
+		// still wait for the outcomes of its jobs: keep it open till then.
+		c.s.exec(event{kind: evEOF, c: c})
+		c.s.mu.Lock()
+		keep := c.eof && !c.closed
+		c.s.mu.Unlock()
+		if !keep {
 			c.close()
 		}
-		c.s.exec(event{kind: evClose, c: c})
 	}()
 	var r io.Reader = c.nc
 	if c.br != nil {
@@ -302,6 +313,23 @@ func decodeLine(line []byte) *wire.Msg {
 		return &wire.Msg{Req: m.Req, Code: wire.CodeBadRequest, Message: `missing "cmd"`}
 	}
 	return m
+}
+
+// peerGone reports whether the peer closed its whole socket, not just its
+// sending side. A unix socket tells them apart (POLLHUP only for a full
+// close); TCP does not, so over TCP an end of input is a disconnect.
+func (c *conn) peerGone() bool {
+	if c.raw == nil {
+		return true
+	}
+	gone := true
+	c.raw.Control(func(fd uintptr) {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+		if n, err := unix.Poll(pfd, 0); err == nil && n == 1 {
+			gone = pfd[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0
+		}
+	})
+	return gone
 }
 
 // linger closes after a last reply: it stops writing, then reads and drops

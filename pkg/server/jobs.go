@@ -66,6 +66,20 @@ type job struct {
 	onext, oprev *job // its submitter's other jobs (jobState.owned)
 }
 
+// waitsFor reports whether p still expects an outcome: it owns live jobs or
+// waits for one.
+func (js *jobState) waitsFor(p peer) bool {
+	if js.owned[p] != nil {
+		return true
+	}
+	for _, j := range js.waits[p] {
+		if js.live[j.ID] == j && !j.gone {
+			return true
+		}
+	}
+	return false
+}
+
 // unown takes j off its submitter's list.
 func (js *jobState) unown(j *job) {
 	if j.owner == nil {

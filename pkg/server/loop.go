@@ -24,6 +24,7 @@ const (
 	evHolders
 	evAbort
 	evCall
+	evEOF // a connection's input ended
 )
 
 type event struct {
@@ -49,7 +50,8 @@ type loopState struct {
 	s *Server
 
 	open      map[*conn]struct{}
-	clients   int // connections that count against idleness (not workers)
+	eofConns  map[*conn]struct{} // half-closed, kept open for their jobs' outcomes
+	clients   int                // connections that count against idleness (not workers)
 	slots     slotState
 	jobs      jobState
 	conns     uint64 // connections accepted, ever
@@ -73,6 +75,7 @@ type loopState struct {
 func (st *loopState) init(s *Server) {
 	st.s = s
 	st.open = map[*conn]struct{}{}
+	st.eofConns = map[*conn]struct{}{}
 	st.hist = metrics.Set{}
 	st.jobs.hist = st.hist
 	st.jobs.call = s.call
@@ -130,6 +133,13 @@ func (s *Server) flushDirty() {
 
 // after runs after every change, under the lock.
 func (st *loopState) after() {
+	for c := range st.eofConns {
+		if !st.jobs.waitsFor(c) { // its last job has ended: close it now
+			delete(st.eofConns, c)
+			st.handle(event{kind: evClose, c: c})
+			c.closeAfterFlush()
+		}
+	}
 	st.serve()
 	if !st.idle() {
 		st.lastActive = time.Now()
@@ -275,6 +285,17 @@ func (st *loopState) handle(ev event) {
 		}
 		st.slots.dropConn(st, c)
 		st.jobs.dropPeer(c)
+	case evEOF:
+		c := ev.c
+		if c.closed {
+			return
+		}
+		if c.kind == connUnix && !c.worker && len(c.leases) == 0 && c.waiters == 0 && st.jobs.waitsFor(c) && !c.peerGone() {
+			c.eof = true
+			st.eofConns[c] = struct{}{}
+			return
+		}
+		st.handle(event{kind: evClose, c: c})
 	case evMsg:
 		st.handleMsg(ev.c, ev.m)
 	case evReadable:
@@ -441,7 +462,6 @@ func killGroup(pid int, start uint64) {
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
-
 
 func (st *loopState) metrics() *metrics.Snapshot {
 	c := st.jobs.c
