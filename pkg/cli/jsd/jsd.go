@@ -49,7 +49,7 @@ type CLI struct {
 	GloomPorts           string `help:"Open two more TCP listeners speaking only gloom frames: submitters (masters) on the first port, workers (slaves) on the second, e.g. 9998,9999." placeholder:"MASTER,SLAVE"`
 	TransformationType   string `help:"Job type of seamless-jobserver's /run-transformation." default:"transformation" placeholder:"TYPE"`
 
-	Workers       int     `help:"Start and supervise N jsworker processes serving --worker-type with HANDLER (seamless-jobserver's --workers)." placeholder:"N"`
+	Workers       *int    `help:"Start and supervise N (> 0) jsworker processes serving --worker-type with HANDLER (seamless-jobserver's --workers)." placeholder:"N"`
 	WorkerType    string  `help:"Job type the --workers serve." placeholder:"TYPE"`
 	DeputyRetries int     `help:"Requeues of a plain deputy job whose worker died (-1: unbounded, as deputy)." default:"-1" placeholder:"N"`
 	ResultTTL     float64 `help:"Seconds a detached job's result is kept for 'jsctl wait'." default:"3600" placeholder:"SECONDS"`
@@ -207,16 +207,20 @@ func (cli *CLI) config(stdio cmdline.Stdio) (server.Config, error) {
 		return cfg, usage("", "--transformation-type must not be empty")
 	}
 	cfg.TransformationType = cli.TransformationType
-	if cli.Workers < 0 {
-		return cfg, usage("", "--workers %d must be > 0", cli.Workers)
+	workers := 0
+	if cli.Workers != nil {
+		workers = *cli.Workers
+		if workers <= 0 {
+			return cfg, usage("leave --workers out to start none", "--workers %d must be > 0", workers)
+		}
 	}
-	if cli.Workers > 0 && cli.WorkerType == "" {
+	if workers > 0 && cli.WorkerType == "" {
 		return cfg, usage("e.g. jsd --workers 4 --worker-type thumb -- ./thumb.sh", "--workers needs --worker-type")
 	}
-	if cli.Workers == 0 && (cli.WorkerType != "" || len(cli.Handler) > 0) {
+	if workers == 0 && (cli.WorkerType != "" || len(cli.Handler) > 0) {
 		return cfg, usage("add --workers N to start workers", "--worker-type and a handler need --workers")
 	}
-	cfg.Workers, cfg.WorkerType, cfg.WorkerHandler = cli.Workers, cli.WorkerType, cli.Handler
+	cfg.Workers, cfg.WorkerType, cfg.WorkerHandler = workers, cli.WorkerType, cli.Handler
 	if cli.ResultTTL <= 0 {
 		return cfg, usage("", "--result-ttl must be > 0")
 	}
