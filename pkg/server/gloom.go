@@ -41,7 +41,7 @@ type gloomConn struct {
 	done chan struct{}
 	once sync.Once
 
-	// owned by the loop
+	// guarded by Server.mu
 	role   gloomRole
 	client bool // counted in st.clients (a master)
 	closed bool

@@ -77,7 +77,7 @@ func (a *adapters) call(fn func(st *loopState)) bool {
 	return a.s.tryCall(fn)
 }
 
-// ask runs fn in the loop and waits for its answer.
+// ask runs fn on the scheduler state and returns its answer.
 func ask[T any](a *adapters, fn func(st *loopState) T) (T, bool) {
 	ch := make(chan T, 1)
 	var zero T
@@ -225,7 +225,7 @@ func (s *Server) serveHTTPConn(nc net.Conn, br *bufio.Reader) {
 type httpPeer struct {
 	ch chan httpOutcome
 
-	// owned by the loop
+	// guarded by Server.mu
 	counted bool   // counted in st.clients while it waits
 	waitID  string // the job it waits for as a waiter
 }

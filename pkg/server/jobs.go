@@ -148,7 +148,7 @@ type worker struct {
 	draining  bool // takes no new jobs (SIGTERM to jsworker)
 }
 
-// jobState is the job half of the scheduler, owned by the loop.
+// jobState is the job half of the scheduler, guarded by Server.mu.
 type jobState struct {
 	store    queue.Store
 	live     map[string]*job // queued or running (or cancelled, still on its worker)
@@ -167,7 +167,7 @@ type jobState struct {
 	hist     metrics.Set
 
 	journal *journal.Journal          // nil: jobs live in memory only
-	call    func(func(st *loopState)) // runs a function in the loop
+	call    func(func(st *loopState)) // runs a function on the state, under Server.mu
 
 	deputyRetries int // -1: unbounded, as deputy
 	resultTTL     time.Duration

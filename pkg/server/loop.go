@@ -28,7 +28,7 @@ const (
 )
 
 type event struct {
-	fn      func(st *loopState) // evCall: run in the loop
+	fn      func(st *loopState) // evCall: run on the state
 	kind    eventKind
 	c       *conn
 	m       *wire.Msg

@@ -1,9 +1,12 @@
 // Package server is jsd: the daemon that owns the slot pool (a
-// make-compatible jobserver FIFO) and serves clients on its socket.
+// make-compatible jobserver FIFO) and the typed job queues, and serves
+// clients on its unix socket and TCP (native JSON lines, gloom frames, HTTP).
 //
-// One owner goroutine (loop) holds all scheduler state and is fed by events;
-// connections have a reader and a writer goroutine each; the status file is
-// written from an immutable snapshot. See docs/architecture.md.
+// All scheduler state (loopState) is guarded by one mutex; each event is
+// handled where it happens (a connection's reader, a timer, an HTTP handler)
+// by Server.exec, without blocking. Connections have a reader and a writer
+// goroutine each; the loop goroutine keeps time; the status file is written
+// from an immutable snapshot. See docs/architecture.md.
 package server
 
 import (

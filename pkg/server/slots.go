@@ -10,7 +10,7 @@ import (
 	"github.com/js-toolkit/js/pkg/wire"
 )
 
-// slotState is the pool's bookkeeping, owned by the loop. The tokens
+// slotState is the pool's bookkeeping, guarded by Server.mu. The tokens
 // themselves live in the FIFO; jsd takes them out for a lease and writes
 // them back when the lease ends.
 type slotState struct {
