@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -123,7 +125,7 @@ var gauges = map[string]bool{"connections_open": true, "jobs_queued": true, "job
 // js_<name>_total, gauges as js_<name>, up_since as js_up_since_seconds,
 // histograms as js_<name>{type="..."} with cumulative buckets.
 func Prometheus(w io.Writer, s *Snapshot, counters map[string]float64) {
-	for _, k := range sortedKeys(counters) {
+	for _, k := range slices.Sorted(maps.Keys(counters)) {
 		v := counters[k]
 		switch {
 		case k == "up_since":
@@ -134,10 +136,10 @@ func Prometheus(w io.Writer, s *Snapshot, counters map[string]float64) {
 			fmt.Fprintf(w, "# TYPE js_%s_total counter\njs_%s_total %s\n", k, k, num(v))
 		}
 	}
-	for _, name := range sortedKeys(s.Histograms) {
+	for _, name := range slices.Sorted(maps.Keys(s.Histograms)) {
 		fmt.Fprintf(w, "# TYPE js_%s histogram\n", name)
 		byType := s.Histograms[name]
-		for _, typ := range sortedKeys(byType) {
+		for _, typ := range slices.Sorted(maps.Keys(byType)) {
 			h := byType[typ]
 			label := ""
 			if typ != "" {
@@ -170,15 +172,6 @@ func num(v float64) string {
 func escape(s string) string {
 	q := strconv.Quote(s)
 	return q[1 : len(q)-1]
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // Decode reads a metrics document: the snapshot, and its flat counters by

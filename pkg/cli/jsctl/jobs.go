@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -202,11 +204,11 @@ func (c *MetricsCmd) Run(e *env) error {
 	case c.Prometheus:
 		metrics.Prometheus(e.stdio.Out, snap, counters)
 	default:
-		for _, k := range sortedKeys(counters) {
+		for _, k := range slices.Sorted(maps.Keys(counters)) {
 			fmt.Fprintf(e.stdio.Out, "%-20s %s\n", k, strconv.FormatFloat(counters[k], 'f', -1, 64))
 		}
-		for _, name := range sortedKeys(snap.Histograms) {
-			for _, typ := range sortedKeys(snap.Histograms[name]) {
+		for _, name := range slices.Sorted(maps.Keys(snap.Histograms)) {
+			for _, typ := range slices.Sorted(maps.Keys(snap.Histograms[name])) {
 				h := snap.Histograms[name][typ]
 				label := name
 				if typ != "" {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"sort"
 )
 
 func (e *env) printJSON(v any) error {
@@ -21,13 +20,4 @@ func (e *env) printJSON(v any) error {
 func (e *env) printJSONLine(v any) {
 	b, _ := json.Marshal(v)
 	fmt.Fprintln(e.stdio.Out, string(b))
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
