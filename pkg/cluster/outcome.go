@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -166,18 +167,26 @@ func (c *Cluster) Results(ctx context.Context, origin string) ([]Result, error) 
 	return out, nil
 }
 
+// resultKeys lists the kept outcomes' keys matching filter. It asks the
+// stream's leader (STREAM.INFO with a subject filter), not the KV key
+// listing: that one reads through an ordered consumer that a lagging
+// replica may serve, so a key put a moment ago could be missing. Keys whose
+// last message is a purge marker are listed too; takeResult skips them.
 func (c *Cluster) resultKeys(ctx context.Context, filter string) ([]string, error) {
-	l, err := c.results.ListKeysFiltered(ctx, filter)
+	st, err := c.js.Stream(ctx, "KV_"+resultsBucket)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
-		}
 		return nil, err
 	}
-	var keys []string
-	for k := range l.Keys() {
-		keys = append(keys, k)
+	pre := "$KV." + resultsBucket + "."
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(pre+filter))
+	if err != nil {
+		return nil, err
 	}
+	keys := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		keys = append(keys, strings.TrimPrefix(subj, pre))
+	}
+	slices.Sort(keys)
 	return keys, ctx.Err()
 }
 
