@@ -24,6 +24,7 @@ const MinServerVersion = "2.11.0"
 const (
 	idsBucket      = "JS_IDS"        // live ids, and ended detached jobs until fetched
 	resultsBucket  = "JS_RESULTS"    // outcomes nobody answered for, by origin
+	peersBucket    = "JS_PEERS"      // what each jsd announces (TTL PeerTTL)
 	advisoryStream = "JS_ADVISORIES" // MAX_DELIVERIES advisories, captured
 	lostConsumer   = "lost"
 	jobStreamPre   = "JS_JOBS_" // + type token: one work-queue stream per type
@@ -133,6 +134,7 @@ type Cluster struct {
 	js       jetstream.JetStream
 	ids      jetstream.KeyValue
 	results  jetstream.KeyValue
+	peers    jetstream.KeyValue
 	replicas int
 	nameTok  string
 	version  string
@@ -264,6 +266,20 @@ func (c *Cluster) start(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	if err := retry(ctx, "the peers bucket", func(ctx context.Context) error {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      peersBucket,
+			Description: "js: the jsds of the cluster, as each announces itself",
+			History:     1,
+			TTL:         PeerTTL,
+			Storage:     jetstream.MemoryStorage,
+			Replicas:    c.replicas,
+		})
+		c.peers = kv
+		return err
+	}); err != nil {
+		return err
+	}
 	// MAX_DELIVERIES advisories are core messages (at most once, and only
 	// while someone listens): a stream keeps them until a jsd handles them.
 	var lost jetstream.Consumer
@@ -331,6 +347,10 @@ func (c *Cluster) Close() {
 
 // Name is this jsd's name in the cluster.
 func (c *Cluster) Name() string { return c.cfg.Name }
+
+// AckWait is how long a fetched job may go without an outcome, Nak or
+// InProgress.
+func (c *Cluster) AckWait() time.Duration { return c.cfg.AckWait }
 
 // Replicas is the replica count of the streams and buckets this jsd creates.
 func (c *Cluster) Replicas() int { return c.replicas }

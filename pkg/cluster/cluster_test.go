@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nuid"
+
 	"github.com/js-toolkit/js/pkg/queue"
 )
 
@@ -133,6 +135,8 @@ func TestUniqueIDs(t *testing.T) {
 	a := connect(t, urls[:1], "uniq-a", func(c *Config) { c.OnResult = s.onResult })
 	b := connect(t, urls[1:2], "uniq-b", func(c *Config) { c.OnResult = s.onResult })
 	const ids = 40
+	pre := nuid.Next() + "-" // the cluster outlives one run (-count)
+	u0 := pre + "u0"
 	var won [2]atomic.Int32
 	var wg sync.WaitGroup
 	for k, c := range []*Cluster{a, b} {
@@ -140,7 +144,7 @@ func TestUniqueIDs(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < ids; i++ {
-				_, err := c.Submit(context.Background(), Job{ID: fmt.Sprintf("u%d", i), Type: "uniq"})
+				_, err := c.Submit(context.Background(), Job{ID: fmt.Sprintf("%su%d", pre, i), Type: "uniq"})
 				switch {
 				case err == nil:
 					won[k].Add(1)
@@ -167,22 +171,22 @@ func TestUniqueIDs(t *testing.T) {
 			seen++
 		}
 	}
-	submit(t, b, Job{ID: "u0", Type: "uniq", Detached: true})
+	submit(t, b, Job{ID: u0, Type: "uniq", Detached: true})
 	d := fetch(t, a, "uniq", 1)[0]
 	if err := a.Complete(ctxT(t, 5*time.Second), d, done(`"kept"`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Submit(ctxT(t, 5*time.Second), Job{ID: "u0", Type: "uniq"}); !errors.Is(err, ErrIDExists) {
+	if _, err := a.Submit(ctxT(t, 5*time.Second), Job{ID: u0, Type: "uniq"}); !errors.Is(err, ErrIDExists) {
 		t.Errorf("resubmit over an unfetched detached result: %v", err)
 	}
-	r, err := b.WaitResult(ctxT(t, 5*time.Second), "u0")
+	r, err := b.WaitResult(ctxT(t, 5*time.Second), u0)
 	if err != nil || string(r.Outcome.Result) != `"kept"` {
 		t.Fatalf("wait: %+v %v", r, err)
 	}
-	if _, err := b.WaitResult(ctxT(t, 5*time.Second), "u0"); !errors.Is(err, ErrNotFound) {
+	if _, err := b.WaitResult(ctxT(t, 5*time.Second), u0); !errors.Is(err, ErrNotFound) {
 		t.Errorf("second wait: %v", err)
 	}
-	submit(t, a, Job{ID: "u0", Type: "uniq"}) // fetched: free again
+	submit(t, a, Job{ID: u0, Type: "uniq"}) // fetched: free again
 }
 
 // TestNakRedeliversAtOnce: a job given back because its worker went away
@@ -389,7 +393,8 @@ func TestResultRouting(t *testing.T) {
 	}
 	got, err := a.Results(ctxT(t, 5*time.Second), "route-gone")
 	if err != nil || len(got) != 1 || got[0].ID != gone[1] {
-		t.Fatalf("results: %+v %v", got, err)
+		keys, kerr := a.resultKeys(ctxT(t, 5*time.Second), "*.*")
+		t.Fatalf("results: %+v %v (gone %v; kept keys now %v %v)", got, err, gone, keys, kerr)
 	}
 	if got, _ := a.Results(ctxT(t, 5*time.Second), "route-gone"); len(got) != 0 {
 		t.Errorf("taken twice: %+v", got)

@@ -56,6 +56,9 @@ type Job struct {
 	// JSON kind, the protocol the job came in on).
 	Meta      string
 	Submitted int64 // unix ns, set by Submit
+	// Nonce names this submission (its outcome's Result.Nonce); "" assigns
+	// one. It must be unique: it is also the message's Nats-Msg-Id.
+	Nonce string
 }
 
 // record is a job's entry in the ids bucket: the cluster's truth about it.
@@ -206,6 +209,7 @@ func (c *Cluster) setupType(ctx context.Context, q *typeQueue) error {
 			Duplicates:  c.cfg.DuplicateWindow,
 			Discard:     jetstream.DiscardNew,
 			MaxAge:      c.cfg.IDTTL, // a message never outlives its id's record
+			Metadata:    map[string]string{typeMetaKey: q.name},
 		})
 		if err != nil {
 			return err
@@ -272,16 +276,33 @@ func (c *Cluster) Submit(ctx context.Context, j Job) (string, error) {
 	if len(j.Arg) == 0 {
 		j.Arg = json.RawMessage("null")
 	}
-	nonce := nuid.Next()
+	nonce := j.Nonce
+	if nonce == "" {
+		nonce = nuid.Next()
+	}
 	rec := record{ID: j.ID, Type: j.Type, Priority: j.Priority, Retries: j.Retries, Detached: j.Detached,
 		Origin: j.Origin, Meta: j.Meta, Nonce: nonce, State: stQueued, Submitted: time.Now().UnixNano()}
 	key := token(j.ID)
 	val, _ := json.Marshal(&rec)
 	rev, err := c.ids.Create(ctx, key, val, jetstream.KeyTTL(c.cfg.IDTTL))
-	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSeq(err) {
+	if err != nil && (errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSeq(err)) {
+		// A job that has ended and is not detached: its outcome is on its
+		// way (settle frees the id right after routing it, so its
+		// submitter may see it first). Its id may be used again.
+		cur, crev, gerr := c.get(ctx, key)
+		switch {
+		case gerr != nil:
+			err = gerr
+		case cur == nil: // freed meanwhile
+			rev, err = c.ids.Create(ctx, key, val, jetstream.KeyTTL(c.cfg.IDTTL))
+		case cur.State == stEnded && !cur.Detached:
+			rev, err = c.cas(ctx, key, &rec, crev, c.cfg.IDTTL)
+		}
+		if err != nil && (errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSeq(err) || errors.Is(err, ErrStale)) || err == nil && rev == 0 {
 			return "", fmt.Errorf("%w: %s", ErrIDExists, j.ID)
 		}
+	}
+	if err != nil {
 		return "", fmt.Errorf("cluster: reserve id %s: %w", j.ID, err)
 	}
 	level := Level(j.Priority)

@@ -123,7 +123,7 @@ func startJSDIn(t testing.TB, dir string, args ...string) *daemon {
 	}
 	go func() { d.cmd.Wait(); close(d.exited) }()
 	t.Cleanup(d.stop)
-	waitFor(t, 10*time.Second, "jsd to answer on its socket", func() bool {
+	waitFor(t, 30*time.Second, "jsd to answer on its socket", func() bool {
 		select {
 		case <-d.exited:
 			t.Fatalf("jsd exited early: %s", d.stderr)

@@ -287,7 +287,13 @@ func (st *loopState) gloomMsg(g *gloomConn, m *wire.GloomMsg, prob *wire.GloomPr
 		// The ok goes out before its result (the scheduler holds the
 		// outcome until the acknowledgement), and before any later reply.
 		ack, id := g.holdAck(), m.ID
-		st.jobs.accept(j, func() { g.ackReady(ack, wire.GloomSubmitted(id)) })
+		st.jobs.accept(j, func() { g.ackReady(ack, wire.GloomSubmitted(id)) }, func(code, msg string) {
+			if code == wire.CodeIDExists {
+				g.ackReady(ack, wire.GloomError(wire.GloomIDExists, id))
+			} else {
+				g.ackReady(ack, wire.GloomError(wire.GloomInvalidMsg, msg))
+			}
+		})
 		st.jobs.enqueue(j)
 	default:
 		fail(wire.GloomUnknownAction, m.Action)

@@ -408,7 +408,7 @@ func (h *httpHandlers) submitJob(r *http.Request, sub submission, p *httpPeer) (
 			st.clients++
 		}
 		rep := submitReply{id: j.RawID(), key: j.ID}
-		st.jobs.accept(j, func() { ch <- rep })
+		st.jobs.accept(j, func() { ch <- rep }, func(code, msg string) { ch <- submitReply{code: code, msg: msg} })
 		st.jobs.enqueue(j)
 	}) {
 		return submitReply{}, false
@@ -582,13 +582,13 @@ func (h *httpHandlers) get(w http.ResponseWriter, r *http.Request) {
 				v := jobView(j)
 				return getReply{view: &v}
 			}
-			js.wait(p, id, nil)
+			js.wait(p, id, nil, nil)
 			p.waitID = id
 			p.counted = true
 			st.clients++
 			return getReply{waiting: true}
 		}
-		code, msg := js.wait(p, id, nil) // an ended job: at once
+		code, msg := js.wait(p, id, nil, nil) // an ended job: at once
 		return getReply{code: code, msg: msg}
 	})
 	if !ok {
@@ -625,12 +625,20 @@ func (h *httpHandlers) cancel(w http.ResponseWriter, r *http.Request) {
 		sig = "TERM"
 	}
 	type reply struct{ code, msg string }
-	rep, ok := ask(h.a, func(st *loopState) reply {
-		code, msg := st.jobs.cancel(id, sig, nil)
-		return reply{code, msg}
-	})
-	if !ok {
+	ch := make(chan reply, 1)
+	if !h.a.call(func(st *loopState) {
+		code, msg := st.jobs.cancel(id, sig, func() { ch <- reply{} }, func(code, msg string) { ch <- reply{code, msg} })
+		if code != "" {
+			ch <- reply{code, msg} // else ack or fail answers, now or later
+		}
+	}) {
 		stoppingReply(w)
+		return
+	}
+	var rep reply
+	select {
+	case rep = <-ch:
+	case <-r.Context().Done():
 		return
 	}
 	if rep.code != "" {

@@ -56,7 +56,8 @@ type job struct {
 	queue.Job
 	proto    proto
 	gone     bool // ended and reported while its worker still runs it
-	awaitAck bool // its acknowledgement waits for the journal
+	awaitAck bool // its acknowledgement waits for the journal or the shared queue
+	fetched  bool // taken from the shared queue for a local worker (shared.go)
 	owner    peer // the submitter; nil when detached
 	worker   *worker
 	out      *outcome
@@ -167,6 +168,7 @@ type jobState struct {
 	hist     metrics.Set
 
 	journal *journal.Journal          // nil: jobs live in memory only
+	sh      *shared                   // nil: the queues are here; else in NATS JetStream (shared.go)
 	call    func(func(st *loopState)) // runs a function on the state, under Server.mu
 
 	deputyRetries int // -1: unbounded, as deputy
@@ -242,6 +244,9 @@ func (js *jobState) submit(p peer, s submission) (*job, string, string) {
 		for {
 			js.seq++
 			id = "j" + strconv.FormatUint(js.seq, 10)
+			if js.sh != nil {
+				id = js.sh.autoID(js.seq)
+			}
 			if js.live[id] == nil && js.detached[id] == nil {
 				break
 			}
@@ -278,6 +283,9 @@ func (js *jobState) submit(p peer, s submission) (*job, string, string) {
 // idle worker when none of its type waits, else into the store.
 func (js *jobState) enqueue(j *job) {
 	j.State = queue.Queued
+	if js.sh != nil {
+		return // in the shared queue since accept
+	}
 	if l := js.idle[j.Type]; l != nil && l.Len() > 0 && js.store.Len(j.Type) == 0 {
 		js.assign(l.Front().Value.(*worker), j)
 		return
@@ -321,6 +329,12 @@ func (js *jobState) best(w *worker) *job {
 func (js *jobState) fill(w *worker) {
 	if w.draining {
 		js.setBusy(w)
+		return
+	}
+	if js.sh != nil {
+		if len(w.running) < w.capacity {
+			js.sh.room(w)
+		}
 		return
 	}
 	for len(w.running) < w.capacity {
@@ -438,7 +452,9 @@ func (js *jobState) result(p peer, id string, o *outcome) (string, string) {
 	w.done++
 	js.hist.Observe(metrics.JobRun, j.Type, time.Since(time.Unix(0, j.Started)))
 	j.worker = nil
-	if j.gone {
+	if j.fetched {
+		js.sh.done(js, j, o)
+	} else if j.gone {
 		delete(js.live, j.ID) // cancelled: reported already, the answer is dropped
 	} else {
 		js.finish(j, o)
@@ -507,15 +523,37 @@ func (js *jobState) end(j *job, o *outcome, keep bool) {
 	} else {
 		deliver()
 	}
+	js.addRecent(j)
+}
+
+// addRecent remembers an ended job for the status.
+func (js *jobState) addRecent(j *job) {
 	js.recent = append(js.recent, j)
 	if len(js.recent) > 2*recentJobs {
 		js.recent = append(js.recent[:0], js.recent[len(js.recent)-recentJobs:]...)
 	}
 }
 
-// accept acknowledges a submitted job: at once, or with a journal once the
-// job is on disk (group commit). ack may be nil (deputy asks for none).
-func (js *jobState) accept(j *job, ack func()) {
+// withdraw forgets a job that was never accepted (the shared queue refused
+// it): no outcome, no count.
+func (js *jobState) withdraw(j *job) {
+	if js.live[j.ID] == j {
+		delete(js.live, j.ID)
+	}
+	js.unown(j)
+	j.owner, j.waiters, j.afterAck = nil, nil, nil
+	js.c.JobsAdded--
+}
+
+// accept acknowledges a submitted job: at once, with a journal once the
+// job is on disk (group commit), with the shared queue once the cluster has
+// it (or reject, if it refused it). ack and reject may be nil (deputy asks
+// for neither).
+func (js *jobState) accept(j *job, ack func(), reject func(code, msg string)) {
+	if js.sh != nil {
+		js.sh.submit(js, j, ack, reject)
+		return
+	}
 	if js.journal == nil {
 		if ack != nil {
 			ack()
@@ -600,8 +638,14 @@ func (js *jobState) sweep(now time.Time) {
 
 // cancel cancels a queued or running job. ack, if not nil, is called once
 // the cancel is known to succeed and before the job's outcome goes out (an
-// acknowledgement is written before any message it causes).
-func (js *jobState) cancel(id, sig string, ack func()) (string, string) {
+// acknowledgement is written before any message it causes). With the
+// shared queue the cancel goes through the cluster: it returns no error at
+// once, and ack or fail is called later.
+func (js *jobState) cancel(id, sig string, ack func(), fail func(code, msg string)) (string, string) {
+	if js.sh != nil {
+		js.sh.cancel(id, sig, ack, fail)
+		return "", ""
+	}
 	j := js.live[id]
 	if j == nil || j.gone {
 		if js.detached[id] != nil || j != nil || js.ended(id) {
@@ -631,11 +675,20 @@ func (js *jobState) ended(id string) bool {
 	return false
 }
 
-// wait sends p how job id ends (at once if it has ended).
-func (js *jobState) wait(p peer, id string, req json.RawMessage) (string, string) {
+// wait sends p how job id ends (at once if it has ended). With the shared
+// queue, a job this jsd does not hold is waited for in the cluster (fail
+// reports an error later; nil fail: not asked).
+func (js *jobState) wait(p peer, id string, req json.RawMessage, fail func(code, msg string)) (string, string) {
 	if j := js.live[id]; j != nil && !j.gone {
 		j.addWaiter(p, req)
 		js.waits[p] = append(js.waits[p], j)
+		return "", ""
+	}
+	if js.sh != nil {
+		if fail == nil {
+			return wire.CodeNotFound, fmt.Sprintf("job %s is not held by this jsd: ask with 'jsctl wait %s'", id, id)
+		}
+		js.sh.wait(p, id, req, fail)
 		return "", ""
 	}
 	if j := js.detached[id]; j != nil {
@@ -664,7 +717,9 @@ func (js *jobState) dropPeer(p peer) {
 	for _, j := range mine {
 		js.unown(j)
 		j.owner = nil
-		if j.State == queue.Queued {
+		if js.sh != nil {
+			js.sh.gaveUp(j)
+		} else if j.State == queue.Queued {
 			js.store.Remove(&j.Job)
 		} else if j.worker != nil && j.worker.canCancel {
 			j.worker.p.sendCancel(j, "TERM")
@@ -676,13 +731,22 @@ func (js *jobState) dropPeer(p peer) {
 		j.dropWaiter(p)
 	}
 	delete(js.waits, p)
+	if js.sh != nil {
+		js.sh.dropPeer(p)
+	}
 	w := js.workers[p]
 	if w == nil {
 		return
 	}
 	delete(js.workers, p)
 	js.setBusy(w)
+	if js.sh != nil {
+		js.sh.workerGone(js, w)
+	}
 	for _, j := range w.running {
+		if j.fetched {
+			continue // given back to the shared queue
+		}
 		js.running[j.Type]--
 		j.worker = nil
 		if j.gone {
@@ -709,6 +773,11 @@ func (js *jobState) dropPeer(p peer) {
 func (js *jobState) abandon(why string) {
 	for _, j := range js.live {
 		if j.gone {
+			continue
+		}
+		if js.sh != nil {
+			delete(js.sh.nonces, j.ID) // cancelled in the cluster by shared.close
+			js.finish(j, &outcome{state: queue.Lost, err: why + " (cancelled in the shared queue)"})
 			continue
 		}
 		if j.State == queue.Queued {
@@ -768,11 +837,22 @@ func (js *jobState) queuesView(now time.Time) []status.Queue {
 			types[t] = true
 		}
 	}
+	var shared map[string]status.Queue
+	if js.sh != nil { // the cluster's counts, as last refreshed
+		shared = map[string]status.Queue{}
+		for _, q := range js.sh.stats {
+			shared[q.Type] = status.Queue{Type: q.Type, Queued: q.Queued, Running: q.Running}
+			types[q.Type] = true
+		}
+	}
 	out := make([]status.Queue, 0, len(types))
 	for t := range types {
 		q := status.Queue{Type: t, Queued: js.store.Len(t), Running: js.running[t], Workers: workersOf[t]}
 		if next := js.store.Peek(t); next != nil {
 			q.NextWaitingMS = now.Sub(time.Unix(0, next.Submitted)).Milliseconds()
+		}
+		if sq, ok := shared[t]; ok {
+			q.Queued, q.Running = sq.Queued, sq.Running
 		}
 		out = append(out, q)
 	}
@@ -810,8 +890,19 @@ func jobView(j *job) status.Job {
 // recentView is the newest ended jobs first.
 func (js *jobState) recentView() []status.Job {
 	out := []status.Job{}
+	var seen map[string]bool
 	for i := len(js.recent) - 1; i >= 0 && len(out) < recentJobs; i-- {
-		out = append(out, jobView(js.recent[i]))
+		j := js.recent[i]
+		if js.sh != nil { // a job may end here twice: as a submitter's, and on a local worker
+			if seen == nil {
+				seen = map[string]bool{}
+			}
+			if seen[j.ID] {
+				continue
+			}
+			seen[j.ID] = true
+		}
+		out = append(out, jobView(j))
 	}
 	return out
 }

@@ -442,6 +442,9 @@ func (st *loopState) snapshot() *status.Doc {
 	doc.Queues = st.jobs.queuesView(now)
 	doc.Workers = st.jobs.workersView()
 	doc.Jobs = st.jobs.recentView()
+	if sh := st.jobs.sh; sh != nil {
+		doc.Cluster = sh.view()
+	}
 	return &doc
 }
 

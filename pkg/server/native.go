@@ -77,11 +77,14 @@ func (st *loopState) handleJobMsg(c *conn, m *wire.Msg) bool {
 			return true
 		}
 		var ack func()
+		req, rawID := m.Req, m.ID
 		if native {
-			req := m.Req
 			ack = func() { c.send(&wire.Msg{Cmd: wire.CmdQueued, Req: req, ID: j.RawID()}) }
 		}
-		js.accept(j, ack)
+		reject := func(code, msg string) {
+			c.send(&wire.Msg{Cmd: wire.CmdError, Req: req, ID: rawID, Code: code, Message: msg})
+		}
+		js.accept(j, ack, reject)
 		js.enqueue(j)
 	case wire.CmdCanDo:
 		if len(m.Types) == 0 {
@@ -134,17 +137,25 @@ func (st *loopState) handleJobMsg(c *conn, m *wire.Msg) bool {
 		if sig == "" {
 			sig = "TERM"
 		}
-		ack := func() { c.send(&wire.Msg{Cmd: wire.CmdOK, Req: m.Req, ID: m.ID}) }
-		if code, msg := js.cancel(id, sig, ack); code != "" {
-			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: code, Message: msg})
+		req, rawID := m.Req, m.ID
+		ack := func() { c.send(&wire.Msg{Cmd: wire.CmdOK, Req: req, ID: rawID}) }
+		fail := func(code, msg string) {
+			c.send(&wire.Msg{Cmd: wire.CmdError, Req: req, ID: rawID, Code: code, Message: msg})
+		}
+		if code, msg := js.cancel(id, sig, ack, fail); code != "" {
+			fail(code, msg)
 		}
 	case wire.CmdWait:
 		id, ok := c.jobID(m)
 		if !ok {
 			return true
 		}
-		if code, msg := js.wait(c, id, m.Req); code != "" {
-			c.send(&wire.Msg{Cmd: wire.CmdError, Req: m.Req, ID: m.ID, Code: code, Message: msg})
+		req, rawID := m.Req, m.ID
+		fail := func(code, msg string) {
+			c.send(&wire.Msg{Cmd: wire.CmdError, Req: req, ID: rawID, Code: code, Message: msg})
+		}
+		if code, msg := js.wait(c, id, m.Req, fail); code != "" {
+			fail(code, msg)
 		}
 	case wire.CmdMetrics:
 		c.send(&wire.Msg{Cmd: wire.CmdMetrics, Req: m.Req, Metrics: mustJSON(st.metrics())})

@@ -54,6 +54,8 @@ type Config struct {
 
 	Journal string // bbolt file that keeps queued jobs and detached results across restarts; "": memory only
 
+	Shared *SharedConfig // the typed queues in NATS JetStream (shared.go); nil: in memory
+
 	DeputyRetries int           // requeues of a plain deputy job whose worker died; <0: unbounded (deputy's rule)
 	ResultTTL     time.Duration // how long a detached job's result waits for 'jsctl wait'
 	MaxResults    int           // at most this many detached results are kept (the oldest expire first)
@@ -72,6 +74,7 @@ type Server struct {
 	adaptOnce sync.Once
 	adapt     *adapters // gloom and HTTP (http.go)
 	journal   *journal.Journal
+	sh        *shared // nil: in-memory queues
 	sf        *status.File
 	started   time.Time
 
@@ -153,6 +156,9 @@ func Start(cfg Config) (*Server, error) {
 	// The jobs come back before anyone can connect.
 	s.st.init(s)
 	if err := s.openJournal(); err != nil {
+		return fail(err)
+	}
+	if err := s.startShared(); err != nil {
 		return fail(err)
 	}
 	if err := s.listenUnix(); err != nil {
@@ -256,12 +262,18 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	go func() { defer s.wg.Done(); s.statusWriter() }()
 	go func() { defer s.wg.Done(); s.tokenWatcher() }()
+	if s.sh != nil {
+		s.sh.run()
+	}
 	err := s.loop(ctx)
 	s.writeStatus(status.Stopping, "")
 	s.ln.Close()
 	s.closeTCP()
 	if s.sup != nil {
 		s.sup.shutdown()
+	}
+	if s.sh != nil {
+		s.sh.close() // gives back its workers' jobs, cancels its submitters'
 	}
 	// Nothing is forgotten: without a journal every job still queued or
 	// running ends as lost, and its submitter hears it; with one, they stay

@@ -41,6 +41,29 @@ type Doc struct {
 	Workers   []Worker  `json:"workers"`
 	Jobs      []Job     `json:"jobs"` // the most recent jobs that ended, newest first
 	Warnings  []string  `json:"warnings,omitempty"`
+	// Cluster: the shared queues (jsd --nats / --nats-embed); absent with
+	// the in-memory queues. Queues then counts the cluster's jobs.
+	Cluster *Cluster `json:"cluster,omitempty"`
+}
+
+// Cluster is this jsd's place among the jsds sharing their queues.
+type Cluster struct {
+	Name     string `json:"name"`            // this jsd's name in the cluster
+	Server   string `json:"nats_server"`     // the NATS server's version
+	Replicas int    `json:"replicas"`        // of every stream and bucket
+	Peers    []Peer `json:"peers"`           // the jsds that announced themselves lately, this one included
+	Error    string `json:"error,omitempty"` // the last refresh's failure
+}
+
+// Peer is one jsd of the cluster, as it last announced itself.
+type Peer struct {
+	Name       string    `json:"name"`
+	Version    string    `json:"version,omitempty"`
+	Slots      int       `json:"slots"`
+	SlotsInUse int       `json:"slots_in_use"`
+	Workers    int       `json:"workers"`
+	Since      time.Time `json:"since"`
+	Seen       time.Time `json:"seen"`
 }
 
 // Queue is one job type's queue.

@@ -47,17 +47,18 @@ const (
 
 // Error codes carried by CmdError replies.
 const (
-	CodeBadRequest = "bad_request" // malformed JSON, not an object, missing or wrong fields
-	CodeUnknownCmd = "unknown_cmd"
-	CodeTooLarge   = "too_large" // a line over the size limit (connection closed)
-	CodeBlocked    = "blocked"   // no slot before the deadline
-	CodeNotFound   = "not_found"
-	CodeStopping   = "stopping" // jsd is shutting down and grants nothing new
-	CodeInternal   = "internal"
-	CodeIDExists   = "id_exists"    // a job with that id is queued or running
-	CodeNotYours   = "not_yours"    // a result for a job this worker does not hold
-	CodeAuth       = "unauthorized" // no or wrong token (connection closed)
-	CodeEnded      = "ended"        // the job ended already
+	CodeBadRequest  = "bad_request" // malformed JSON, not an object, missing or wrong fields
+	CodeUnknownCmd  = "unknown_cmd"
+	CodeTooLarge    = "too_large" // a line over the size limit (connection closed)
+	CodeBlocked     = "blocked"   // no slot before the deadline
+	CodeNotFound    = "not_found"
+	CodeStopping    = "stopping" // jsd is shutting down and grants nothing new
+	CodeInternal    = "internal"
+	CodeIDExists    = "id_exists"    // a job with that id is queued or running
+	CodeNotYours    = "not_yours"    // a result for a job this worker does not hold
+	CodeAuth        = "unauthorized" // no or wrong token (connection closed)
+	CodeEnded       = "ended"        // the job ended already
+	CodeUnavailable = "unavailable"  // the shared queue (NATS JetStream) could not be reached or refused
 )
 
 // Msg is one native message. Every command uses a subset of the fields; empty

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/js-toolkit/js/pkg/cli/cmdline"
+	"github.com/js-toolkit/js/pkg/cluster"
 	"github.com/js-toolkit/js/pkg/rundir"
 	"github.com/js-toolkit/js/pkg/server"
 	"github.com/js-toolkit/js/pkg/status"
@@ -54,6 +57,16 @@ type CLI struct {
 	DeputyRetries int     `help:"Requeues of a plain deputy job whose worker died (-1: unbounded, as deputy)." default:"-1" placeholder:"N"`
 	ResultTTL     float64 `help:"Seconds a detached job's result is kept for 'jsctl wait'." default:"3600" placeholder:"SECONDS"`
 	Journal       string  `help:"Keep queued jobs and detached results in this file (bbolt, group-committed) so they survive a crash or restart of jsd. Default: in memory only." placeholder:"PATH"`
+
+	Nats          string  `help:"Share the typed job queues with other jsds through NATS JetStream at these servers (comma-separated nats://host:port). Slots stay per host. Default: the queues are in this jsd's memory." placeholder:"URLS" group:"Multi-host (docs/scale.md)"`
+	NatsEmbed     bool    `help:"Run a NATS server node (JetStream on) inside this jsd and use it; with --nats-routes the jsds form the NATS cluster themselves." group:"Multi-host (docs/scale.md)"`
+	NatsListen    string  `help:"Client address of the embedded node." default:"127.0.0.1:0" placeholder:"HOST:PORT" group:"Multi-host (docs/scale.md)"`
+	NatsCluster   string  `help:"Route address of the embedded node, where the other nodes connect (needed with --nats-routes; off loopback it needs a token)." placeholder:"HOST:PORT" group:"Multi-host (docs/scale.md)"`
+	NatsRoutes    string  `help:"Route addresses of the other embedded nodes (comma-separated host:port)." placeholder:"LIST" group:"Multi-host (docs/scale.md)"`
+	NatsStore     string  `help:"Directory of the embedded node's JetStream files (default: DIR/nats)." placeholder:"DIR" group:"Multi-host (docs/scale.md)"`
+	NatsName      string  `help:"This jsd's name in the cluster: where its submitters' outcomes are routed, the embedded node's name. Unique per jsd (default: the host name)." placeholder:"NAME" group:"Multi-host (docs/scale.md)"`
+	NatsTokenFile string  `help:"File holding the NATS token (client auth, and the routes' password of the embedded nodes). Default: the --auth-token-file token, if any." placeholder:"FILE" group:"Multi-host (docs/scale.md)"`
+	NatsAckWait   float64 `help:"Seconds a job handed to a worker may go without news before another jsd may run it (a dead jsd); running jobs are renewed every third of it." default:"30" placeholder:"SECONDS" group:"Multi-host (docs/scale.md)"`
 
 	Handler []string `arg:"" optional:"" passthrough:"partial" help:"With --workers: the handler command each worker runs per job (after --)."`
 }
@@ -230,6 +243,11 @@ func (cli *CLI) config(stdio cmdline.Stdio) (server.Config, error) {
 	cfg.Verbose = cli.Verbose
 
 	paths := rundir.For(rundir.Resolve(cli.Dir))
+	sh, err := cli.shared(paths.Dir, cfg.AuthToken)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Shared = sh
 	if cli.Socket != "" {
 		paths.Socket = cli.Socket
 	}
@@ -245,6 +263,109 @@ func (cli *CLI) config(stdio cmdline.Stdio) (server.Config, error) {
 	cfg.Version = version.Version
 	cfg.Log = stdio.Err
 	return cfg, nil
+}
+
+// shared reads the multi-host flags: nil when the queues stay in memory.
+func (cli *CLI) shared(dir, authToken string) (*server.SharedConfig, error) {
+	embedOnly := cli.NatsCluster != "" || cli.NatsRoutes != "" || cli.NatsStore != "" || cli.NatsListen != "127.0.0.1:0"
+	if cli.Nats == "" && !cli.NatsEmbed {
+		if embedOnly || cli.NatsName != "" || cli.NatsTokenFile != "" {
+			return nil, usage("add --nats URLS to use a NATS cluster, or --nats-embed to run a node in jsd", "the --nats-* flags need --nats or --nats-embed")
+		}
+		return nil, nil
+	}
+	if !cli.NatsEmbed && embedOnly {
+		return nil, usage("add --nats-embed, or leave out the --nats-listen/--nats-cluster/--nats-routes/--nats-store flags", "those flags configure the embedded NATS node")
+	}
+	if cli.Journal != "" {
+		return nil, usage("leave out --journal: JetStream keeps the queued jobs (replicated) and the detached results", "--journal and --nats/--nats-embed do not go together")
+	}
+	if !(cli.NatsAckWait >= 1) {
+		return nil, usage("", "--nats-ack-wait must be at least 1 second")
+	}
+	sc := &server.SharedConfig{Name: cli.NatsName, Token: authToken, AckWait: time.Duration(cli.NatsAckWait * float64(time.Second))}
+	if cli.NatsTokenFile != "" {
+		b, err := os.ReadFile(cli.NatsTokenFile)
+		if err != nil {
+			return nil, usage("", "--nats-token-file: %v", err)
+		}
+		if sc.Token = strings.TrimSpace(string(b)); sc.Token == "" {
+			return nil, usage("put a long random token in the file", "--nats-token-file %s is empty", cli.NatsTokenFile)
+		}
+	}
+	for _, u := range strings.Split(cli.Nats, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			sc.URLs = append(sc.URLs, u)
+		}
+	}
+	if sc.Name == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			return nil, usage("name this jsd with --nats-name", "no host name: %v", err)
+		}
+		sc.Name = h
+	}
+	if !cli.NatsEmbed {
+		return sc, nil
+	}
+	host, port, err := splitHostPort(cli.NatsListen, "--nats-listen")
+	if err != nil {
+		return nil, err
+	}
+	node := &cluster.NodeConfig{Name: sc.Name, Host: host, Port: port, Token: sc.Token, StoreDir: cli.NatsStore}
+	if node.StoreDir == "" {
+		node.StoreDir = filepath.Join(dir, "nats")
+	}
+	if port == 0 {
+		node.Port = -1 // a random free port
+	}
+	if cli.NatsRoutes != "" && cli.NatsCluster == "" {
+		return nil, usage("e.g. --nats-cluster 0.0.0.0:6222 --nats-routes h2:6222,h3:6222", "--nats-routes needs --nats-cluster")
+	}
+	if cli.NatsCluster != "" {
+		ch, cp, err := splitHostPort(cli.NatsCluster, "--nats-cluster")
+		if err != nil {
+			return nil, err
+		}
+		if cp == 0 {
+			return nil, usage("the other nodes' --nats-routes name it", "--nats-cluster needs a port")
+		}
+		node.ClusterName, node.ClusterHost, node.ClusterPort = "js", ch, cp
+		for _, r := range strings.Split(cli.NatsRoutes, ",") {
+			if r = strings.TrimSpace(r); r == "" {
+				continue
+			}
+			if _, _, err := splitHostPort(r, "--nats-routes"); err != nil {
+				return nil, err
+			}
+			node.Routes = append(node.Routes, r)
+		}
+	}
+	if sc.Token == "" && (!isLoopback(node.Host) || (node.ClusterName != "" && !isLoopback(node.ClusterHost))) {
+		return nil, usage("add --auth-token-file or --nats-token-file: the nodes and jsds authenticate with it", "an embedded NATS node off loopback needs a token")
+	}
+	sc.Embed = node
+	return sc, nil
+}
+
+func splitHostPort(v, flag string) (string, int, error) {
+	h, p, err := net.SplitHostPort(v)
+	n, perr := strconv.Atoi(p)
+	if err != nil || perr != nil || n < 0 || n > 65535 {
+		return "", 0, usage("write HOST:PORT, e.g. 127.0.0.1:4222", "%s %q is not HOST:PORT", flag, v)
+	}
+	if h == "" {
+		h = "0.0.0.0"
+	}
+	return h, n, nil
+}
+
+func isLoopback(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // gcPercent is jsd's garbage-collector target unless $GOGC says otherwise:
