@@ -131,7 +131,7 @@ func (s *Server) startShared() error {
 		if sh.node != nil {
 			sh.node.Shutdown()
 		}
-		return fmt.Errorf("NATS %v: %w", urls, err)
+		return fmt.Errorf("NATS %v: %w (is nats-server 2.11+ running there with JetStream, 'nats-server -js'? or run a node in jsd with --nats-embed)", urls, err)
 	}
 	sh.c = c
 	sh.beat = max(c.AckWait()/3, 100*time.Millisecond)

@@ -117,12 +117,34 @@ func writeStatus(w io.Writer, o output, d *status.Doc, now time.Time, fromFile b
 		t.print(w)
 	}
 
+	// The jsds sharing the queues (jsd --nats / --nats-embed).
+	if c := d.Cluster; c != nil {
+		fmt.Fprintln(w)
+		title(fmt.Sprintf("Cluster: this jsd is %q (nats-server %s, %d replica(s)), %d jsd(s)", c.Name, c.Server, c.Replicas, len(c.Peers)))
+		if c.Error != "" {
+			line(o.paint(sgrRed, "error: "+clean(c.Error)))
+		}
+		t := o.newTable("JSD", "SLOTS", "WORKERS", "UP", "SEEN")
+		for _, p := range c.Peers {
+			name := p.Name
+			if name == c.Name {
+				name += " (this one)"
+			}
+			t.row(name, fmt.Sprintf("%d/%d", p.SlotsInUse, p.Slots), strconv.Itoa(p.Workers), ago(now.Sub(p.Since)), since(now, p.Seen))
+		}
+		t.print(w)
+	}
+
 	// Queues per type.
 	fmt.Fprintln(w)
 	if len(d.Queues) == 0 {
 		line("Queues: none (submit a job with 'jsrun --type T -- CMD')")
 	} else {
-		title(fmt.Sprintf("Queues (%d)", len(d.Queues)))
+		what := "Queues"
+		if d.Cluster != nil {
+			what = "Queues, cluster-wide (workers: this jsd's)"
+		}
+		title(fmt.Sprintf("%s (%d)", what, len(d.Queues)))
 		t := o.queuesTable()
 		for _, q := range d.Queues {
 			t.row(q.Type, strconv.Itoa(q.Queued), strconv.Itoa(q.Running), strconv.Itoa(q.Workers), msOmit(q.NextWaitingMS))

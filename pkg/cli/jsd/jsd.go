@@ -281,7 +281,7 @@ func (cli *CLI) shared(dir, authToken string) (*server.SharedConfig, error) {
 		return nil, usage("leave out --journal: JetStream keeps the queued jobs (replicated) and the detached results", "--journal and --nats/--nats-embed do not go together")
 	}
 	if !(cli.NatsAckWait >= 1) {
-		return nil, usage("", "--nats-ack-wait must be at least 1 second")
+		return nil, usage("e.g. --nats-ack-wait 30 (a dead jsd's running jobs come back after it)", "--nats-ack-wait must be at least 1 second")
 	}
 	sc := &server.SharedConfig{Name: cli.NatsName, Token: authToken, AckWait: time.Duration(cli.NatsAckWait * float64(time.Second))}
 	if cli.NatsTokenFile != "" {
