@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -409,8 +410,8 @@ func (c *Cluster) deleteMsg(ctx context.Context, stream string, seq uint64) {
 	}
 	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		var api *jetstream.APIError
-		if errors.As(err, &api) && api.ErrorCode == 10057 { // "no message found"
-			return
+		if errors.As(err, &api) && api.ErrorCode == 10057 || strings.Contains(err.Error(), "err_code=10057") {
+			return // "no message found": acked or deleted already (nats.go does not wrap the API error here)
 		}
 		c.logf("cluster: delete message %d of %s: %v", seq, stream, err)
 	}

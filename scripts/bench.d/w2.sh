@@ -18,6 +18,12 @@
 #   jsd_c64        the same with workers registering concurrency 64
 #   jsd_unix_c1, jsd_unix_c64   the same two over jsd's unix socket, the
 #                  transport of a local jsworker
+#   jsd_nats_c64   jsd_c64 with the queues in NATS JetStream (jsd
+#                  --nats-embed: one node, R1, inside that jsd)
+#   jsd2_nats_c64  two jsds sharing their queues (issue 9): the producer
+#                  on the first (its embedded node), the workers on a
+#                  second jsd (--nats to that node): every job crosses
+#                  from one jsd to the other through JetStream
 # Every server is private: started here on a free port of 127.0.0.1 (jsd
 # with its own --dir and --slots 2), stopped by PID when the workload ends.
 # The load generator is qload (Go, beside this file; one process holds the
@@ -29,7 +35,7 @@
 # sourced in order, w2.sh first.
 
 W2_needs="beanstalkd:beanstalkd gearmand:gearman-job-server"
-Q_SYSTEMS="beanstalkd gearmand jsd_c1 jsd_c64 jsd_unix_c1 jsd_unix_c64"
+Q_SYSTEMS="beanstalkd gearmand jsd_c1 jsd_c64 jsd_unix_c1 jsd_unix_c64 jsd_nats_c64 jsd2_nats_c64"
 Q_PEERS="beanstalkd gearmand"
 
 bench_W2() {
@@ -50,6 +56,9 @@ bench_W2() {
     got[$s]=$v
   done
   q_stop_all
+  for j in jsd_nats_c64 jsd2_nats_c64; do
+    [[ " $systems " == *" $j "* ]] && emit_ratio W2 "$j" jsd_c64 "${got[$j]}" "${got[jsd_c64]}"
+  done
 
   local best="" j
   for s in $Q_PEERS; do
@@ -79,6 +88,8 @@ q_note() {
     jsd_c64) echo "TCP loopback, workers register concurrency 64" ;;
     jsd_unix_c1) echo "unix socket, workers one job at a time (deputy mode)" ;;
     jsd_unix_c64) echo "unix socket, workers register concurrency 64" ;;
+    jsd_nats_c64) echo "as jsd_c64, queues in JetStream (--nats-embed, R1)" ;;
+    jsd2_nats_c64) echo "producer on one jsd, workers on another, through JetStream (R1)" ;;
   esac
 }
 
@@ -155,25 +166,49 @@ q_jsd() {
   q_wait "$Q_JSD_ADDR" "$Q_JSD_PID" jsd "$Q_JSD_LOG" && q_wait "$Q_JSD_SOCK" "$Q_JSD_PID" jsd "$Q_JSD_LOG"
 }
 
-# q_start_all DIR: the three servers of W2 and W3.
+# q_jsd_nats DIR: two private jsds sharing their queues: the first runs
+# a NATS node (--nats-embed), the second uses it (--nats); sets
+# Q_JN_ADDR, Q_JN2_ADDR (TCP), Q_JN_PID, Q_JN2_PID, Q_JN_LOG.
+q_jsd_nats() {
+  local dir=$1 port port2 nport
+  mkdir -p "$dir"
+  mkdir -m 700 "$dir/a" "$dir/b"
+  port=$(q_free_port) port2=$(q_free_port) nport=$(q_free_port)
+  Q_JN_LOG=$dir/jsd-a.log
+  "$JS_BIN/jsd" --dir "$dir/a" --slots 2 --host 127.0.0.1 --port "$port" \
+    --nats-embed --nats-name bench-a --nats-listen "127.0.0.1:$nport" </dev/null >>"$Q_JN_LOG" 2>&1 &
+  Q_JN_PID=$!
+  track_pid "$Q_JN_PID"
+  Q_JN_ADDR=127.0.0.1:$port
+  q_wait "$Q_JN_ADDR" "$Q_JN_PID" "jsd --nats-embed" "$Q_JN_LOG" || return 1
+  "$JS_BIN/jsd" --dir "$dir/b" --slots 2 --host 127.0.0.1 --port "$port2" \
+    --nats "nats://127.0.0.1:$nport" --nats-name bench-b </dev/null >>"$dir/jsd-b.log" 2>&1 &
+  Q_JN2_PID=$!
+  track_pid "$Q_JN2_PID"
+  Q_JN2_ADDR=127.0.0.1:$port2
+  q_wait "$Q_JN2_ADDR" "$Q_JN2_PID" "jsd --nats" "$dir/jsd-b.log"
+}
+
+# q_start_all DIR: the servers of W2 and W3.
 q_start_all() {
   Q_LOAD=$(go_helper qload)
-  Q_BS_ADDR="" Q_GM_ADDR="" Q_JSD_ADDR="" Q_JSD_SOCK=""
+  Q_BS_ADDR="" Q_GM_ADDR="" Q_JSD_ADDR="" Q_JSD_SOCK="" Q_JN_ADDR="" Q_JN2_ADDR=""
   q_beanstalkd "$1/beanstalkd" || Q_BS_ADDR=""
   q_gearmand "$1/gearmand" || Q_GM_ADDR=""
   q_jsd "$1/jsd" || { Q_JSD_ADDR=""; Q_JSD_SOCK=""; }
+  q_jsd_nats "$1/jsd-nats" || { Q_JN_ADDR=""; Q_JN2_ADDR=""; }
 }
 
 q_stop_all() {
   local p
-  for p in ${Q_JSD_PID:-} ${Q_GM_PID:-} ${Q_BS_PID:-}; do stop_pid "$p"; done
-  Q_JSD_PID="" Q_GM_PID="" Q_BS_PID=""
+  for p in ${Q_JN2_PID:-} ${Q_JN_PID:-} ${Q_JSD_PID:-} ${Q_GM_PID:-} ${Q_BS_PID:-}; do stop_pid "$p"; done
+  Q_JN2_PID="" Q_JN_PID="" Q_JSD_PID="" Q_GM_PID="" Q_BS_PID=""
 }
 
 # q_run SYSTEM MODE ARGS...: one qload run against SYSTEM; prints its
 # output, or on failure the reason (and logs what jsd said meanwhile).
 q_run() {
-  local s=$1 mode=$2 addr sys conc=0 out rc jsd_lines=0
+  local s=$1 mode=$2 addr sys conc=0 out rc jsd_lines=0 logf=${Q_JSD_LOG:-/dev/null} waddr=()
   shift 2
   case "$s" in
     beanstalkd) sys=beanstalkd addr=$Q_BS_ADDR ;;
@@ -182,13 +217,16 @@ q_run() {
     jsd_c64) sys=jsd addr=$Q_JSD_ADDR conc=64 ;;
     jsd_unix_c1) sys=jsd addr=$Q_JSD_SOCK ;;
     jsd_unix_c64) sys=jsd addr=$Q_JSD_SOCK conc=64 ;;
+    jsd_nats_c64) sys=jsd addr=$Q_JN_ADDR conc=64 logf=${Q_JN_LOG:-/dev/null} ;;
+    jsd2_nats_c64) sys=jsd addr=$Q_JN_ADDR conc=64 logf=${Q_JN_LOG:-/dev/null}
+      [ -n "$Q_JN2_ADDR" ] && waddr=(-worker-addr "$Q_JN2_ADDR") || addr="" ;;
   esac
   [ -n "$addr" ] || { echo "server did not start"; return 1; }
-  [ "$sys" = jsd ] && jsd_lines=$(wc -l <"$Q_JSD_LOG")
-  out=$(bounded 180 "$Q_LOAD" "$mode" -system "$sys" -addr "$addr" -concurrency "$conc" "$@" </dev/null 2>&1)
+  [ "$sys" = jsd ] && jsd_lines=$(wc -l <"$logf")
+  out=$(bounded 180 "$Q_LOAD" "$mode" -system "$sys" -addr "$addr" "${waddr[@]}" -concurrency "$conc" "$@" </dev/null 2>&1)
   rc=$?
-  if [ "$sys" = jsd ] && [ "$(wc -l <"$Q_JSD_LOG")" -gt "$jsd_lines" ]; then
-    log "$s: jsd printed: $(tail -n +"$((jsd_lines + 1))" "$Q_JSD_LOG" | head -20)"
+  if [ "$sys" = jsd ] && [ "$(wc -l <"$logf")" -gt "$jsd_lines" ]; then
+    log "$s: jsd printed: $(tail -n +"$((jsd_lines + 1))" "$logf" | head -20)"
   fi
   if [ $rc -ne 0 ]; then
     [ $rc -ge 124 ] && [ $rc -le 137 ] && out="timed out (exit $rc) $out"

@@ -4,7 +4,9 @@
 # microseconds. The same setups as W2 (see w2.sh, whose q_* helpers this
 # uses): private beanstalkd, gearmand -t 1 and jsd, 2 worker connections,
 # jsd over TCP loopback and over its unix socket, workers with no
-# concurrency (deputy mode) and with concurrency 64. The time is the
+# concurrency (deputy mode) and with concurrency 64, and the two JetStream
+# setups (jsd_nats_c64: one jsd, queues in its embedded node;
+# jsd2_nats_c64: producer and workers on two jsds sharing the queues). The time is the
 # producer's, from the submission's write to the result's arrival in its
 # reader goroutine (one goroutine hand-off, the same for every system).
 
@@ -40,5 +42,8 @@ bench_W3() {
   for j in jsd_c1 jsd_c64 jsd_unix_c1 jsd_unix_c64; do
     q_ratio_best W3 "${j}_p50" "${best}_p50" "${g50[$j]}" "${g50[$best]}"
     q_ratio_best W3 "${j}_p99" "${best}_p99" "${g99[$j]}" "${g99[$best]}"
+  done
+  for j in jsd_nats_c64 jsd2_nats_c64; do
+    emit_ratio W3 "${j}_p50" jsd_c64_p50 "${g50[$j]}" "${g50[jsd_c64]}"
   done
 }

@@ -6,8 +6,8 @@
 //
 //	qload freeport
 //	qload waitfor -addr ADDR [-seconds 5]
-//	qload tput -system S -addr ADDR [-workers 2] [-outstanding 64] [-seconds 10] [-concurrency C]
-//	qload lat  -system S -addr ADDR [-workers 2] [-n 5000] [-warmup 200] [-concurrency C]
+//	qload tput -system S -addr ADDR [-worker-addr ADDR2] [-workers 2] [-outstanding 64] [-seconds 10] [-concurrency C]
+//	qload lat  -system S -addr ADDR [-worker-addr ADDR2] [-workers 2] [-n 5000] [-warmup 200] [-concurrency C]
 //	qload fill -system S -addr ADDR -pid PID [-n 1000000] [-window 4000]
 //
 // S is jsd, beanstalkd or gearmand; ADDR is host:port (TCP) or unix:PATH.
@@ -308,6 +308,7 @@ func load(mode string, args []string) error {
 	fs := flag.NewFlagSet(mode, flag.ExitOnError)
 	sysName := fs.String("system", "", "jsd, beanstalkd or gearmand")
 	addr := fs.String("addr", "", "host:port or unix:PATH")
+	workerAddr := fs.String("worker-addr", "", "where the workers connect (default -addr): another jsd sharing the queues")
 	workers := fs.Int("workers", 2, "worker connections")
 	outstanding := fs.Int("outstanding", 64, "tput: jobs in flight at most")
 	seconds := fs.Float64("seconds", 10, "tput: how long to submit")
@@ -344,7 +345,11 @@ func load(mode string, args []string) error {
 		}
 	}()
 	for i := 0; i < *workers; i++ {
-		w, err := sys.worker(*addr, q, *concurrency, t)
+		wa := *addr
+		if *workerAddr != "" {
+			wa = *workerAddr
+		}
+		w, err := sys.worker(wa, q, *concurrency, t)
 		if err != nil {
 			return fmt.Errorf("worker %d: %w", i+1, err)
 		}
