@@ -106,3 +106,28 @@ func (c *Cluster) Peers(ctx context.Context) ([]Peer, error) {
 	slices.SortFunc(out, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
 	return out, ctx.Err()
 }
+
+// JobStatus is a live job as the cluster knows it.
+type JobStatus struct {
+	Job      Job
+	State    string // "queued", "running" or "ended" (its outcome waits: WaitResult fetches it)
+	Attempts int
+	Host     string // the jsd running it
+	Started  int64
+}
+
+// Status reads job id's record (through the leader). ErrNotFound: no live
+// job and no kept outcome under that id.
+func (c *Cluster) Status(ctx context.Context, id string) (JobStatus, error) {
+	r, _, err := c.get(ctx, token(id))
+	if err != nil {
+		return JobStatus{}, err
+	}
+	if r == nil {
+		if c.hasResult(ctx, id) {
+			return JobStatus{Job: Job{ID: id}, State: stEnded}, nil
+		}
+		return JobStatus{}, ErrNotFound
+	}
+	return JobStatus{Job: r.job(), State: r.State, Attempts: r.Attempts, Host: r.Host, Started: r.Started}, nil
+}

@@ -114,58 +114,60 @@ func freeTCPPort(t *testing.T) int {
 }
 
 func TestProtocolGloomPinnedPorts(t *testing.T) {
-	mp, sp := freeTCPPort(t), freeTCPPort(t)
-	d := startJSD(t, "--slots", "2", "--gloom-ports", fmt.Sprintf("%d,%d", mp, sp), "--port-range", "20000", "60000")
-	shared := d.status().Port
+	forBackends(t, func(t *testing.T, start starter) {
+		mp, sp := freeTCPPort(t), freeTCPPort(t)
+		d := start(t, "--slots", "2", "--gloom-ports", fmt.Sprintf("%d,%d", mp, sp), "--port-range", "20000", "60000")
+		shared := d.status().Port
 
-	slave := dialGloomAt(t, sp)
-	slave.send(`{"action":"join","type":"foo"}`)
-	slave.expect(`{"ok":true}`)
-	master := dialGloomAt(t, mp)
-	master.send(`{"action":"submit","id":"J1","type":"foo","body":{"something":"here"},"priority":2}`)
-	master.expect(`{"ok":true,"id":"J1"}`)
-	slave.expect(`{"action":"job","id":"J1","type":"foo","body":{"something":"here"}}`)
-	slave.send(`{"action":"respond","body":{"answer":42}}`)
-	slave.expect(`{"ok":true}`)
-	master.expect(`{"id":"J1","body":{"answer":42}}`)
+		slave := dialGloomAt(t, sp)
+		slave.send(`{"action":"join","type":"foo"}`)
+		slave.expect(`{"ok":true}`)
+		master := dialGloomAt(t, mp)
+		master.send(`{"action":"submit","id":"J1","type":"foo","body":{"something":"here"},"priority":2}`)
+		master.expect(`{"ok":true,"id":"J1"}`)
+		slave.expect(`{"action":"job","id":"J1","type":"foo","body":{"something":"here"}}`)
+		slave.send(`{"action":"respond","body":{"answer":42}}`)
+		slave.expect(`{"ok":true}`)
+		master.expect(`{"id":"J1","body":{"answer":42}}`)
 
-	// Each port is pinned to its role, as gloom's.
-	master.send(`{"action":"join","type":"foo"}`)
-	master.expect(`{"error":"invalid_action","reason":"not_a_slave"}`)
-	master.send(`{"action":"respond","body":"bizzle"}`)
-	master.expect(`{"error":"invalid_action","reason":"not_a_slave"}`)
-	slave.send(`{"action":"submit","id":"mesage"}`)
-	slave.expect(`{"error":"invalid_action","reason":"not_a_master"}`)
-	slave.send(`{"action":"respond","body":{"some":"stuff"}}`)
-	slave.expect(`{"error":"invalid_state","reason":"not_processing"}`)
+		// Each port is pinned to its role, as gloom's.
+		master.send(`{"action":"join","type":"foo"}`)
+		master.expect(`{"error":"invalid_action","reason":"not_a_slave"}`)
+		master.send(`{"action":"respond","body":"bizzle"}`)
+		master.expect(`{"error":"invalid_action","reason":"not_a_slave"}`)
+		slave.send(`{"action":"submit","id":"mesage"}`)
+		slave.expect(`{"error":"invalid_action","reason":"not_a_master"}`)
+		slave.send(`{"action":"respond","body":{"some":"stuff"}}`)
+		slave.expect(`{"error":"invalid_state","reason":"not_processing"}`)
 
-	// gloom's own header test (2^30), and 2^31, on every port.
-	for _, port := range []int{mp, sp, shared} {
-		for _, n := range []uint32{1 << 30, 1 << 31} {
+		// gloom's own header test (2^30), and 2^31, on every port.
+		for _, port := range []int{mp, sp, shared} {
+			for _, n := range []uint32{1 << 30, 1 << 31} {
+				g := dialGloomAt(t, port)
+				g.writeRaw(binary.BigEndian.AppendUint32(nil, n))
+				g.expect(`{"error":"size_error","reason":"length too large"}`)
+				g.expectClosed()
+			}
 			g := dialGloomAt(t, port)
-			g.writeRaw(binary.BigEndian.AppendUint32(nil, n))
-			g.expect(`{"error":"size_error","reason":"length too large"}`)
+			g.send("foo")
+			g.expectErrorCode("invalid_json")
 			g.expectClosed()
 		}
-		g := dialGloomAt(t, port)
-		g.send("foo")
-		g.expectErrorCode("invalid_json")
-		g.expectClosed()
-	}
 
-	// On the shared port the first action decides the role.
-	s := dialGloomAt(t, shared)
-	s.send(`{"action":"join","type":"bar"}`)
-	s.expect(`{"ok":true}`)
-	s.send(`{"action":"submit","id":"x","type":"bar","body":1}`)
-	s.expect(`{"error":"invalid_action","reason":"not_a_master"}`)
-	m := dialGloomAt(t, shared)
-	m.send(`{"action":"submit","id":"S1","type":"bar","body":[1,2]}`)
-	m.expect(`{"ok":true,"id":"S1"}`)
-	s.expect(`{"action":"job","id":"S1","type":"bar","body":[1,2]}`)
-	s.send(`{"action":"respond","body":"done"}`)
-	s.expect(`{"ok":true}`)
-	m.expect(`{"id":"S1","body":"done"}`)
+		// On the shared port the first action decides the role.
+		s := dialGloomAt(t, shared)
+		s.send(`{"action":"join","type":"bar"}`)
+		s.expect(`{"ok":true}`)
+		s.send(`{"action":"submit","id":"x","type":"bar","body":1}`)
+		s.expect(`{"error":"invalid_action","reason":"not_a_master"}`)
+		m := dialGloomAt(t, shared)
+		m.send(`{"action":"submit","id":"S1","type":"bar","body":[1,2]}`)
+		m.expect(`{"ok":true,"id":"S1"}`)
+		s.expect(`{"action":"job","id":"S1","type":"bar","body":[1,2]}`)
+		s.send(`{"action":"respond","body":"done"}`)
+		s.expect(`{"ok":true}`)
+		m.expect(`{"id":"S1","body":"done"}`)
+	})
 }
 
 // A slave dies mid-job: the job goes back one priority higher (it passes a
@@ -327,82 +329,86 @@ func (w *rawWorker) next() (id, arg json.RawMessage) {
 }
 
 func TestProtocolHTTPWithToken(t *testing.T) {
-	tokFile := filepath.Join(t.TempDir(), "token")
-	writeFile(t, tokFile, "s3cr3t-token\n")
-	d := startJSD(t, "--slots", "2", "--port-range", "20000", "60000", "--auth-token-file", tokFile)
-	port := d.status().Port
-	auth := []string{"Authorization", "Bearer s3cr3t-token"}
+	forBackends(t, func(t *testing.T, start starter) {
+		tokFile := filepath.Join(t.TempDir(), "token")
+		writeFile(t, tokFile, "s3cr3t-token\n")
+		d := start(t, "--slots", "2", "--port-range", "20000", "60000", "--auth-token-file", tokFile)
+		port := d.status().Port
+		auth := []string{"Authorization", "Bearer s3cr3t-token"}
 
-	httpDo(t, port, "GET", "/healthcheck", "").must(t, 200, "OK")
-	httpDo(t, port, "GET", "/", "").must(t, 401, "")
-	r := httpDo(t, port, "GET", "/", "", auth...)
-	if r.code != 200 || !strings.Contains(r.body, "jsd") {
-		t.Fatalf("GET /: %d %q", r.code, r.body)
-	}
-	httpDo(t, port, "POST", "/jobs/thumb?wait=false&id=t1", `{"f":"a.jpg"}`).must(t, 401, "")
-	httpDo(t, port, "POST", "/jobs/thumb?wait=false&id=t1&priority=2", `{"f":"a.jpg"}`, auth...).must(t, 202, "")
-	r = httpDo(t, port, "GET", "/jobs/t1", "", auth...)
-	if r.code != 200 || !strings.Contains(r.body, `"state":"queued"`) {
-		t.Fatalf("GET /jobs/t1: %d %q", r.code, r.body)
-	}
-	w := dialRawWorker(t, d, "thumb")
-	if id, arg := w.next(); string(id) != `"t1"` || string(arg) != `{"f":"a.jpg"}` {
-		t.Fatalf("worker got %s %s", id, arg)
-	}
-	w.send(`{"cmd":"did","id":"t1","res":"a-small.jpg\n"}`)
-	var last httpResult
-	waitFor(t, protoDeadline, "t1 to end", func() bool {
-		last = httpDo(t, port, "GET", "/jobs/t1", "", auth...)
-		t.Logf("%d %q %v", last.code, last.body, last.hdr)
-		return last.hdr.Get("X-Job-State") == "done"
+		httpDo(t, port, "GET", "/healthcheck", "").must(t, 200, "OK")
+		httpDo(t, port, "GET", "/", "").must(t, 401, "")
+		r := httpDo(t, port, "GET", "/", "", auth...)
+		if r.code != 200 || !strings.Contains(r.body, "jsd") {
+			t.Fatalf("GET /: %d %q", r.code, r.body)
+		}
+		httpDo(t, port, "POST", "/jobs/thumb?wait=false&id=t1", `{"f":"a.jpg"}`).must(t, 401, "")
+		httpDo(t, port, "POST", "/jobs/thumb?wait=false&id=t1&priority=2", `{"f":"a.jpg"}`, auth...).must(t, 202, "")
+		r = httpDo(t, port, "GET", "/jobs/t1", "", auth...)
+		if r.code != 200 || !strings.Contains(r.body, `"state":"queued"`) {
+			t.Fatalf("GET /jobs/t1: %d %q", r.code, r.body)
+		}
+		w := dialRawWorker(t, d, "thumb")
+		if id, arg := w.next(); string(id) != `"t1"` || string(arg) != `{"f":"a.jpg"}` {
+			t.Fatalf("worker got %s %s", id, arg)
+		}
+		w.send(`{"cmd":"did","id":"t1","res":"a-small.jpg\n"}`)
+		var last httpResult
+		waitFor(t, protoDeadline, "t1 to end", func() bool {
+			last = httpDo(t, port, "GET", "/jobs/t1", "", auth...)
+			t.Logf("%d %q %v", last.code, last.body, last.hdr)
+			return last.hdr.Get("X-Job-State") == "done"
+		})
+		last.must(t, 200, `"a-small.jpg\n"`)
+
+		got := make(chan httpResult, 1)
+		go func() { got <- httpDo(t, port, "POST", "/jobs/thumb", `"b.jpg"`, auth...) }()
+		id, _ := w.next()
+		w.send(`{"cmd":"did","id":` + string(id) + `,"res":"b-small.jpg"}`)
+		(<-got).must(t, 200, `"b-small.jpg"`)
+
+		r = httpDo(t, port, "GET", "/metrics", "", auth...)
+		if r.code != 200 || !strings.Contains(r.body, "js_jobs_done_total 2\n") {
+			t.Fatalf("metrics: %d\n%s", r.code, r.body)
+		}
+		// seamless' clients cannot present a token.
+		seamlessGET(t, port, `{"transformation_dict":{},"tf_checksum":"ab12","tf_dunder":{},"scratch":false}`).must(t, 401, "")
 	})
-	last.must(t, 200, `"a-small.jpg\n"`)
-
-	got := make(chan httpResult, 1)
-	go func() { got <- httpDo(t, port, "POST", "/jobs/thumb", `"b.jpg"`, auth...) }()
-	id, _ := w.next()
-	w.send(`{"cmd":"did","id":` + string(id) + `,"res":"b-small.jpg"}`)
-	(<-got).must(t, 200, `"b-small.jpg"`)
-
-	r = httpDo(t, port, "GET", "/metrics", "", auth...)
-	if r.code != 200 || !strings.Contains(r.body, "js_jobs_done_total 2\n") {
-		t.Fatalf("metrics: %d\n%s", r.code, r.body)
-	}
-	// seamless' clients cannot present a token.
-	seamlessGET(t, port, `{"transformation_dict":{},"tf_checksum":"ab12","tf_dunder":{},"scratch":false}`).must(t, 401, "")
 }
 
 func TestProtocolTransformationAsSeamlessRemote(t *testing.T) {
-	d := startJSD(t, "--slots", "2", "--port-range", "20000", "60000")
-	port := d.status().Port
-	httpDo(t, port, "GET", "/healthcheck", "").must(t, 200, "OK")
-	w := dialRawWorker(t, d, "transformation")
-	body := `{"transformation_dict": {"__output__": ["result", "int", null], "a": ["int", "6b86b273"]}, "tf_checksum": "ab12", "tf_dunder": {}, "scratch": false}`
-	got := make(chan httpResult, 1)
-	go func() { got <- seamlessGET(t, port, body) }()
-	id, arg := w.next()
-	var x, y any
-	json.Unmarshal(arg, &x)
-	json.Unmarshal([]byte(body), &y)
-	if !reflect.DeepEqual(x, y) {
-		t.Fatalf("the job's arg is %s, want the whole payload", arg)
-	}
-	sum := "d4735e3a265e16eee03f59718b9b5d03019c07d8b6c51f90da3a666eec13ab35"
-	w.send(`{"cmd":"did","id":` + string(id) + `,"res":"` + sum + `\n"}`)
-	(<-got).must(t, 200, sum)
+	forBackends(t, func(t *testing.T, start starter) {
+		d := start(t, "--slots", "2", "--port-range", "20000", "60000")
+		port := d.status().Port
+		httpDo(t, port, "GET", "/healthcheck", "").must(t, 200, "OK")
+		w := dialRawWorker(t, d, "transformation")
+		body := `{"transformation_dict": {"__output__": ["result", "int", null], "a": ["int", "6b86b273"]}, "tf_checksum": "ab12", "tf_dunder": {}, "scratch": false}`
+		got := make(chan httpResult, 1)
+		go func() { got <- seamlessGET(t, port, body) }()
+		id, arg := w.next()
+		var x, y any
+		json.Unmarshal(arg, &x)
+		json.Unmarshal([]byte(body), &y)
+		if !reflect.DeepEqual(x, y) {
+			t.Fatalf("the job's arg is %s, want the whole payload", arg)
+		}
+		sum := "d4735e3a265e16eee03f59718b9b5d03019c07d8b6c51f90da3a666eec13ab35"
+		w.send(`{"cmd":"did","id":` + string(id) + `,"res":"` + sum + `\n"}`)
+		(<-got).must(t, 200, sum)
 
-	r := seamlessGET(t, port, `{"transformation_dict": {}`)
-	if r.code != 400 || !strings.HasPrefix(r.body, "Invalid JSON: ") {
-		t.Fatalf("bad JSON: %d %q", r.code, r.body)
-	}
-	r = seamlessGET(t, port, `{"transformation_dict": {}, "tf_dunder": {}}`)
-	if r.code != 400 || !strings.HasPrefix(r.body, "Invalid payload: ") {
-		t.Fatalf("no tf_checksum: %d %q", r.code, r.body)
-	}
-	go func() { got <- seamlessGET(t, port, body) }()
-	id, _ = w.next()
-	w.send(`{"cmd":"fail","id":` + string(id) + `,"error":"transformation raised ValueError"}`)
-	(<-got).must(t, 500, "transformation raised ValueError")
+		r := seamlessGET(t, port, `{"transformation_dict": {}`)
+		if r.code != 400 || !strings.HasPrefix(r.body, "Invalid JSON: ") {
+			t.Fatalf("bad JSON: %d %q", r.code, r.body)
+		}
+		r = seamlessGET(t, port, `{"transformation_dict": {}, "tf_dunder": {}}`)
+		if r.code != 400 || !strings.HasPrefix(r.body, "Invalid payload: ") {
+			t.Fatalf("no tf_checksum: %d %q", r.code, r.body)
+		}
+		go func() { got <- seamlessGET(t, port, body) }()
+		id, _ = w.next()
+		w.send(`{"cmd":"fail","id":` + string(id) + `,"error":"transformation raised ValueError"}`)
+		(<-got).must(t, 500, "transformation raised ValueError")
+	})
 }
 
 // ---- the launcher's status-file handshake (remote-http-launcher) ----

@@ -595,6 +595,10 @@ func (h *httpHandlers) get(w http.ResponseWriter, r *http.Request) {
 		stoppingReply(w)
 		return
 	}
+	if rep.code == wire.CodeNotFound && h.s.sh != nil {
+		h.s.sh.httpGet(w, r, id, wantWait) // not held here: ask the cluster
+		return
+	}
 	switch {
 	case rep.code != "":
 		textReply(w, submitStatus(rep.code), rep.msg)

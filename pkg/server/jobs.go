@@ -191,7 +191,9 @@ func (js *jobState) init(deputyRetries int, ttl time.Duration, maxKept int) {
 }
 
 // busy reports whether any job is queued or running (for idleness).
-func (js *jobState) busy() bool { return len(js.live) > 0 }
+func (js *jobState) busy() bool {
+	return len(js.live) > 0 || js.sh != nil && len(js.sh.fetched) > 0
+}
 
 // submission is a job as a protocol adapter hands it in.
 type submission struct {
@@ -473,16 +475,7 @@ func (js *jobState) end(j *job, o *outcome, keep bool) {
 	j.State = o.state
 	j.Ended = time.Now().UnixNano()
 	j.out = o
-	switch o.state {
-	case queue.Done:
-		js.c.JobsDone++
-	case queue.Failed:
-		js.c.JobsFailed++
-	case queue.Cancelled:
-		js.c.JobsCancelled++
-	case queue.Lost:
-		js.c.JobsLost++
-	}
+	js.count(o.state)
 	if j.worker != nil {
 		j.gone = true // its worker still runs it: keep the id until it answers
 	} else {
@@ -524,6 +517,20 @@ func (js *jobState) end(j *job, o *outcome, keep bool) {
 		deliver()
 	}
 	js.addRecent(j)
+}
+
+// count adds an outcome to the counters.
+func (js *jobState) count(st queue.State) {
+	switch st {
+	case queue.Done:
+		js.c.JobsDone++
+	case queue.Failed:
+		js.c.JobsFailed++
+	case queue.Cancelled:
+		js.c.JobsCancelled++
+	case queue.Lost:
+		js.c.JobsLost++
+	}
 }
 
 // addRecent remembers an ended job for the status.

@@ -24,6 +24,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,6 +86,10 @@ type droppedJob struct {
 type fetcher struct {
 	wake chan struct{}
 	stop context.CancelFunc
+	// mu: the Fetch in flight, and the types it asked for (a worker whose
+	// types change, gloom's re-join, restarts it)
+	types    []string
+	retarget context.CancelFunc
 }
 
 // startShared starts the embedded node (if any) and connects to the
@@ -263,6 +269,11 @@ func (sh *shared) submit(js *jobState, j *job, ack func(), reject func(code, msg
 				}
 				return
 			}
+			if _, gone := sh.dropped[j.ID]; gone && !detached {
+				// Its submitter left while the cluster took it: the cancel
+				// sent then found nothing; send it again.
+				sh.go_(func() { sh.cancelDropped(j.ID) })
+			}
 			if ack != nil {
 				ack()
 			}
@@ -288,8 +299,12 @@ func (sh *shared) onResult(r cluster.Result) bool {
 			return
 		}
 		j := js.live[r.ID]
-		if j == nil || sh.nonces[r.ID] != r.Nonce {
-			return // not ours (any more): the cluster keeps it for 'jsctl wait'
+		if j == nil {
+			return // not ours (any more, e.g. before a restart): kept for 'jsctl wait'
+		}
+		if sh.nonces[r.ID] != r.Nonce {
+			handled = true // an earlier submission's outcome, sent again: dropped
+			return
 		}
 		handled = true
 		delete(sh.nonces, r.ID)
@@ -322,13 +337,15 @@ func (sh *shared) gaveUp(j *job) {
 	delete(sh.nonces, j.ID)
 	sh.dropped[j.ID] = droppedJob{nonce: nonce, at: time.Now()}
 	id := j.ID
-	sh.go_(func() {
-		ctx, cancel := context.WithTimeout(sh.ctx, 30*time.Second)
-		defer cancel()
-		if err := sh.c.Cancel(ctx, id, "TERM"); err != nil && !errors.Is(err, cluster.ErrEnded) && !errors.Is(err, cluster.ErrNotFound) {
-			sh.s.log.Printf("cancel job %s of a disconnected submitter: %v", id, err)
-		}
-	})
+	sh.go_(func() { sh.cancelDropped(id) })
+}
+
+func (sh *shared) cancelDropped(id string) {
+	ctx, cancel := context.WithTimeout(sh.ctx, 30*time.Second)
+	defer cancel()
+	if err := sh.c.Cancel(ctx, id, "TERM"); err != nil && !errors.Is(err, cluster.ErrEnded) && !errors.Is(err, cluster.ErrNotFound) {
+		sh.s.log.Printf("cancel job %s of a disconnected submitter: %v", id, err)
+	}
 }
 
 // cancel cancels id anywhere in the cluster: ack once done, else fail.
@@ -402,6 +419,10 @@ func (sh *shared) room(w *worker) {
 		sh.fetchers[w] = f
 		sh.go_(func() { sh.fetchFor(ctx, w, f) })
 	}
+	if f.retarget != nil && !slices.Equal(f.types, w.types) {
+		f.retarget()
+		f.retarget = nil
+	}
 	select {
 	case f.wake <- struct{}{}:
 	default:
@@ -449,14 +470,17 @@ func (sh *shared) fetchFor(ctx context.Context, w *worker, f *fetcher) {
 	for ctx.Err() == nil {
 		var types []string
 		room := 0
+		fctx, fcancel := context.WithCancel(ctx)
 		sh.s.call(func(st *loopState) {
 			if st.jobs.workers[w.p] != w || w.draining || st.stopping {
 				return
 			}
 			room = w.capacity - len(w.running)
 			types = append(types, w.types...)
+			f.types, f.retarget = types, fcancel
 		})
 		if room <= 0 || len(types) == 0 {
+			fcancel()
 			select {
 			case <-f.wake:
 				continue
@@ -464,10 +488,14 @@ func (sh *shared) fetchFor(ctx context.Context, w *worker, f *fetcher) {
 				return
 			}
 		}
-		ds, err := sh.c.Fetch(ctx, types, room)
+		ds, err := sh.c.Fetch(fctx, types, room)
+		fcancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return
+			}
+			if fctx.Err() != nil {
+				continue // its types changed
 			}
 			sh.s.log.Printf("fetch jobs of %v: %v", types, err)
 			select {
@@ -515,6 +543,9 @@ func (sh *shared) done(js *jobState, j *job, o *outcome) {
 		return
 	}
 	d := fj.d
+	if d.Job.Detached { // no submitter's jsd counts it: the one that ran it does
+		js.count(o.state)
+	}
 	co := cluster.Outcome{State: o.state, Result: o.res, Encoding: o.enc, Error: o.err, Exit: o.exit}
 	sh.go_(func() {
 		ctx, cancel := context.WithTimeout(sh.ctx, 30*time.Second)
@@ -653,4 +684,49 @@ func (sh *shared) view() *status.Cluster {
 		v.Peers = append(v.Peers, sp)
 	}
 	return v
+}
+
+// httpGet answers GET /jobs/{id} for a job this jsd does not hold: its
+// state while it is queued or running (?wait=true: its outcome, once it
+// ends), its outcome once it has ended (a detached result is fetched).
+func (sh *shared) httpGet(w http.ResponseWriter, r *http.Request, id string, wantWait bool) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() { // the request ends with jsd
+		select {
+		case <-sh.ctx.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	js, err := sh.c.Status(ctx, id)
+	if err == nil && js.State != "ended" && !wantWait {
+		state := queue.Queued
+		if js.State == "running" {
+			state = queue.Running
+		}
+		v := status.Job{ID: id, Type: js.Job.Type, State: state.String(), Priority: js.Job.Priority, Attempts: js.Attempts,
+			Submitted: time.Unix(0, js.Job.Submitted).UTC().Truncate(time.Millisecond)}
+		if js.Started != 0 {
+			v.RuntimeMS = time.Since(time.Unix(0, js.Started)).Milliseconds()
+		}
+		w.Header().Set("X-Job-Id", id)
+		w.Header().Set("X-Job-State", v.State)
+		jsonReply(w, http.StatusOK, v)
+		return
+	}
+	var res cluster.Result
+	if err == nil {
+		res, err = sh.c.WaitResult(ctx, id)
+	}
+	switch {
+	case errors.Is(err, cluster.ErrNotFound):
+		textReply(w, http.StatusNotFound, fmt.Sprintf("no job %s in the cluster (never submitted, or its result went to its submitter, was fetched or expired)", id))
+	case err != nil && r.Context().Err() != nil:
+	case err != nil:
+		textReply(w, http.StatusServiceUnavailable, fmt.Sprintf("job %s: %v", id, err))
+	default:
+		o := res.Outcome
+		writeOutcome(w, httpOutcome{key: id, state: o.State, res: o.Result, enc: o.Encoding, err: o.Error, exit: o.Exit})
+	}
 }
