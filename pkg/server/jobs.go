@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/js-toolkit/js/pkg/journal"
@@ -172,6 +173,7 @@ type jobState struct {
 	call    func(func(st *loopState)) // runs a function on the state, under Server.mu
 
 	deputyRetries int // -1: unbounded, as deputy
+	typeNames     map[string]string // one copy of each job type's name, shared by its jobs
 	resultTTL     time.Duration
 	maxKept       int
 }
@@ -188,6 +190,7 @@ func (js *jobState) init(deputyRetries int, ttl time.Duration, maxKept int) {
 	js.running = map[string]int{}
 	js.detached = map[string]*job{}
 	js.deputyRetries, js.resultTTL, js.maxKept = deputyRetries, ttl, maxKept
+	js.typeNames = map[string]string{}
 }
 
 // busy reports whether any job is queued or running (for idleness).
@@ -264,7 +267,7 @@ func (js *jobState) submit(p peer, s submission) (*job, string, string) {
 	if len(s.arg) == 0 {
 		s.arg = json.RawMessage("null")
 	}
-	j := &job{Job: queue.Job{ID: id, NumID: num, Type: s.typ, Arg: s.arg,
+	j := &job{Job: queue.Job{ID: id, NumID: num, Type: js.typeName(s.typ), Arg: s.arg,
 		Priority: int32(s.priority), Retries: int32(s.retries), Submitted: time.Now().UnixNano()},
 		proto: s.proto}
 	js.arrival++
@@ -279,6 +282,24 @@ func (js *jobState) submit(p peer, s submission) (*job, string, string) {
 	js.live[id] = j
 	js.c.JobsAdded++
 	return j, "", ""
+}
+
+// maxTypeNames bounds the interned type names (a client inventing types
+// must not grow them without end).
+const maxTypeNames = 10000
+
+// typeName returns the shared copy of a type's name: a million queued jobs
+// of one type keep one string, not a million (each decoded line makes its
+// own).
+func (js *jobState) typeName(t string) string {
+	if n, ok := js.typeNames[t]; ok {
+		return n
+	}
+	if len(js.typeNames) < maxTypeNames {
+		t = strings.Clone(t)
+		js.typeNames[t] = t
+	}
+	return t
 }
 
 // enqueue puts a submitted or requeued job where it belongs: straight to an
