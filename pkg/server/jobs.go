@@ -172,7 +172,7 @@ type jobState struct {
 	sh      *shared                   // nil: the queues are here; else in NATS JetStream (shared.go)
 	call    func(func(st *loopState)) // runs a function on the state, under Server.mu
 
-	deputyRetries int // -1: unbounded, as deputy
+	deputyRetries int               // -1: unbounded, as deputy
 	typeNames     map[string]string // one copy of each job type's name, shared by its jobs
 	resultTTL     time.Duration
 	maxKept       int
