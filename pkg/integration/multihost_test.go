@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,22 +10,11 @@ import (
 	"time"
 )
 
-// freePort is a TCP port nobody listens on now.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // twoJSD starts jsd "a" with an embedded NATS node and jsd "b" using it:
 // two hosts' jsds sharing their queues (each with its own slots).
 func twoJSD(t *testing.T, args ...string) (a, b *daemon) {
 	t.Helper()
-	port := freePort(t)
+	port := freeTCPPort(t)
 	a = startJSD(t, append([]string{"--slots", "2", "--nats-embed", "--nats-name", "a", "--nats-listen", fmt.Sprintf("127.0.0.1:%d", port)}, args...)...)
 	b = startJSD(t, append([]string{"--slots", "3", "--nats", fmt.Sprintf("nats://127.0.0.1:%d", port), "--nats-name", "b"}, args...)...)
 	return a, b
@@ -176,7 +164,7 @@ func TestJsdNatsFlags(t *testing.T) {
 			t.Errorf("jsd %v: exit %d %q; want 64, %q and a hint", tc.args, r.code, r.stderr, tc.want)
 		}
 	}
-	port := freePort(t)
+	port := freeTCPPort(t)
 	r := runIn(t, baseEnv(dir), "", 20*time.Second, bin("jsd"), "--nats", fmt.Sprintf("nats://127.0.0.1:%d", port), "--nats-name", "x")
 	if r.code != 1 || !strings.Contains(r.stderr, "no servers available") || !strings.Contains(r.stderr, "--nats-embed") {
 		t.Errorf("unreachable NATS: exit %d %q", r.code, r.stderr)

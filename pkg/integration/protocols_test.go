@@ -103,7 +103,7 @@ func (g *gloomClient) expectClosed() {
 }
 
 // freeTCPPort is a loopback port nothing listens on now.
-func freeTCPPort(t *testing.T) int {
+func freeTCPPort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
