@@ -158,6 +158,7 @@ func TestJsdNatsFlags(t *testing.T) {
 		{[]string{"--nats-embed", "--nats-routes", "h:6222"}, "--nats-routes needs --nats-cluster"},
 		{[]string{"--nats", "nats://127.0.0.1:1", "--nats-listen", "127.0.0.1:4222"}, "configure the embedded NATS node"},
 		{[]string{"--nats-embed", "--nats-ack-wait", "0.5"}, "at least 1 second"},
+		{[]string{"--nats-embed", "--result-ttl", "0.5"}, "--result-ttl must be at least 1"},
 	} {
 		r := runIn(t, baseEnv(dir), "", 20*time.Second, append([]string{bin("jsd")}, tc.args...)...)
 		if r.code != 64 || !strings.Contains(r.stderr, tc.want) || !strings.Contains(r.stderr, "jsd: hint:") {

@@ -55,7 +55,7 @@ type CLI struct {
 	Workers       *int    `help:"Start and supervise N (> 0) jsworker processes serving --worker-type with HANDLER (seamless-jobserver's --workers)." placeholder:"N"`
 	WorkerType    string  `help:"Job type the --workers serve." placeholder:"TYPE"`
 	DeputyRetries int     `help:"Requeues of a plain deputy job whose worker died (-1: unbounded, as deputy)." default:"-1" placeholder:"N"`
-	ResultTTL     float64 `help:"Seconds a detached job's result is kept for 'jsctl wait'." default:"3600" placeholder:"SECONDS"`
+	ResultTTL     float64 `help:"Seconds a detached job's result is kept for 'jsctl wait' (with --nats: in the cluster, at least 1)." default:"3600" placeholder:"SECONDS"`
 	Journal       string  `help:"Keep queued jobs and detached results in this file (bbolt, group-committed) so they survive a crash or restart of jsd. Default: in memory only." placeholder:"PATH"`
 
 	Nats          string  `help:"Share the typed job queues with other jsds through NATS JetStream at these servers (comma-separated nats://host:port). Slots stay per host. Default: the queues are in this jsd's memory." placeholder:"URLS" group:"Multi-host (docs/scale.md)"`
@@ -246,6 +246,12 @@ func (cli *CLI) config(stdio cmdline.Stdio) (server.Config, error) {
 	sh, err := cli.shared(paths.Dir, cfg.AuthToken)
 	if err != nil {
 		return cfg, err
+	}
+	if sh != nil {
+		if cfg.ResultTTL < time.Second {
+			return cfg, usage("JetStream's shortest message TTL is 1 s", "--result-ttl must be at least 1 with --nats or --nats-embed")
+		}
+		sh.ResultTTL = cfg.ResultTTL // detached results wait in the cluster as long
 	}
 	cfg.Shared = sh
 	if cli.Socket != "" {
