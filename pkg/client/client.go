@@ -37,7 +37,7 @@ var ErrNoDaemon = errors.New("no jsd is running there")
 type Conn struct {
 	nc net.Conn
 	lr *wire.LineReader
-	w  *bufio.Writer
+	w  *bufio.Writer // for Send; made on first use
 }
 
 // Dial connects to jsd's unix socket.
@@ -63,7 +63,7 @@ func Dial(socket string) (*Conn, error) {
 }
 
 func newConn(nc net.Conn) *Conn {
-	return &Conn{nc: nc, lr: wire.NewLineReader(nc, wire.MaxLine), w: bufio.NewWriter(nc)}
+	return &Conn{nc: nc, lr: wire.NewLineReader(nc, wire.MaxLine)}
 }
 
 var errDeadline = os.ErrDeadlineExceeded
@@ -76,7 +76,12 @@ func (c *Conn) Close() error { return c.nc.Close() }
 
 // File returns a duplicate of the connection's descriptor (to keep a lease
 // alive in a process that outlives this one).
-func (c *Conn) File() (*os.File, error) { return c.nc.(*net.UnixConn).File() }
+func (c *Conn) File() (*os.File, error) {
+	if fc, ok := c.nc.(*fdConn); ok {
+		return fc.file()
+	}
+	return c.nc.(*net.UnixConn).File()
+}
 
 // Call sends a request and returns its reply (an error reply as *Error).
 func (c *Conn) Call(m *wire.Msg) (*wire.Msg, error) { return c.call(m) }
@@ -87,9 +92,19 @@ func (c *Conn) Send(m *wire.Msg) error {
 	if err != nil {
 		return err
 	}
+	if c.w == nil {
+		c.w = bufio.NewWriter(c.nc)
+	}
 	c.w.Write(b)
 	c.w.Write(wire.CRLF)
 	return c.w.Flush()
+}
+
+// sendLine writes one line encoded by hand (fast.go), with its CRLF, in
+// one write (Send leaves nothing buffered).
+func (c *Conn) sendLine(b []byte) error {
+	_, err := c.nc.Write(append(b, wire.CRLF...))
+	return err
 }
 
 // Recv reads one message.
@@ -98,11 +113,11 @@ func (c *Conn) Recv() (*wire.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connection to jsd lost: %w", err)
 	}
-	var m wire.Msg
-	if err := json.Unmarshal(line, &m); err != nil {
+	m, err := decodeMsg(line)
+	if err != nil {
 		return nil, fmt.Errorf("bad reply from jsd: %w", err)
 	}
-	return &m, nil
+	return m, nil
 }
 
 // call sends a request and returns the reply, or the error reply as *Error.
@@ -138,12 +153,7 @@ func (c *Conn) Acquire(k int, timeout time.Duration, pid int, command string) (*
 
 // SendAcquire asks for k slots without waiting for the answer.
 func (c *Conn) SendAcquire(k int, timeout time.Duration, pid int, command string) error {
-	m := &wire.Msg{Cmd: wire.CmdAcquire, Slots: k, PID: pid, Command: command}
-	if timeout >= 0 {
-		ms := int64(timeout / time.Millisecond)
-		m.TimeoutMS = &ms
-	}
-	return c.Send(m)
+	return c.sendLine(appendAcquire(make([]byte, 0, 128+len(command)), k, timeout, pid, command))
 }
 
 // ErrNotYet is returned by AwaitLease when its deadline passes first; the
@@ -173,7 +183,14 @@ func (c *Conn) AwaitLease(deadline time.Time) (*Lease, error) {
 
 // Started tells jsd which process group runs on a lease.
 func (c *Conn) Started(lease uint64, pid int, command string) error {
-	return c.Send(&wire.Msg{Cmd: wire.CmdStarted, Lease: lease, PID: pid, Command: command})
+	return c.sendLine(appendStarted(make([]byte, 0, 128+len(command)), lease, pid, command))
+}
+
+// SendRelease gives a lease back without waiting for jsd's "released":
+// jsd handles a connection's messages in order, so what follows on this
+// connection (or its close) comes after the release.
+func (c *Conn) SendRelease(lease uint64) error {
+	return c.sendLine(appendRelease(make([]byte, 0, 64), lease))
 }
 
 // Release gives a lease back.

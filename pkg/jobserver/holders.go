@@ -67,7 +67,7 @@ const pfKthread = 0x00200000
 // holdsNoFiles reports whether pid is a kernel thread or a zombie: either
 // has no descriptors, though an unprivileged reader cannot see that.
 func holdsNoFiles(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	b, err := readProc("/proc/"+strconv.Itoa(pid)+"/stat", nil)
 	if err != nil {
 		return false
 	}
@@ -79,42 +79,87 @@ func holdsNoFiles(pid int) bool {
 	return flags&pfKthread != 0 || fields[0] == "Z" || fields[0] == "X"
 }
 
+// ProcStat is what /proc/PID/stat says about a process that jsrun and jsd
+// use: its command name, parent and start time.
+type ProcStat struct {
+	Comm  string // the command name (as /proc/PID/comm)
+	PPID  int
+	Start uint64 // clock ticks since boot (field 22): with the pid, one process for good
+}
+
+// StatOf reads /proc/PID/stat once.
+func StatOf(pid int) (ProcStat, bool) {
+	var buf [512]byte
+	b, err := readProc("/proc/"+strconv.Itoa(pid)+"/stat", buf[:0])
+	if err != nil {
+		return ProcStat{}, false
+	}
+	comm, fields, ok := statFields(string(b))
+	if !ok || len(fields) < 20 {
+		return ProcStat{}, false
+	}
+	ppid, err1 := strconv.Atoi(fields[1])
+	start, err2 := strconv.ParseUint(fields[19], 10, 64)
+	if err1 != nil || err2 != nil {
+		return ProcStat{}, false
+	}
+	return ProcStat{Comm: comm, PPID: ppid, Start: start}, true
+}
+
 // StartTime returns a process's start time in clock ticks since boot
 // (/proc/PID/stat field 22); with the pid it names one process for good.
 func StartTime(pid int) (uint64, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	_, fields, ok := statFields(string(b))
-	if !ok || len(fields) < 20 {
-		return 0, false
-	}
-	v, err := strconv.ParseUint(fields[19], 10, 64)
-	return v, err == nil
+	st, ok := StatOf(pid)
+	return st.Start, ok
 }
 
 // Parent returns a process's parent pid and its command name (comm).
 func Parent(pid int) (ppid int, comm string, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, "", false
-	}
-	comm, fields, ok := statFields(string(b))
-	if !ok || len(fields) < 2 {
-		return 0, "", false
-	}
-	ppid, err = strconv.Atoi(fields[1])
-	return ppid, comm, err == nil
+	st, ok := StatOf(pid)
+	return st.PPID, st.Comm, ok
 }
 
 // Comm returns a process's command name.
 func Comm(pid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	var buf [64]byte
+	b, err := readProc("/proc/"+strconv.Itoa(pid)+"/comm", buf[:0])
 	if err != nil {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// readProc reads a small file of /proc whole into buf (grown as needed)
+// with plain system calls: os.ReadFile would first set up Go's poller for
+// the descriptor, which a short-lived jsrun would otherwise never start.
+func readProc(path string, buf []byte) ([]byte, error) {
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	for err == syscall.EINTR {
+		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer syscall.Close(fd)
+	if cap(buf) == 0 {
+		buf = make([]byte, 0, 512)
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := syscall.Read(fd, buf[len(buf):cap(buf)])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+	}
 }
 
 // statFields splits /proc/PID/stat: the comm in parentheses (which may hold
@@ -130,7 +175,7 @@ func statFields(s string) (comm string, fields []string, ok bool) {
 
 // realUID is a process's real user id, -1 when unknown.
 func realUID(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	b, err := readProc("/proc/"+strconv.Itoa(pid)+"/status", nil)
 	if err != nil {
 		return -1
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,7 +24,17 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	sig, _ := ParseSignal(os.Getenv("LAUNCH_PDEATHSIG"))
-	p, err := Start(Spec{Argv: []string{"sh", "-c", os.Getenv("LAUNCH_SCRIPT")}, Pdeathsig: sig})
+	var fwd *Forwarder
+	if mode == "forwarder" || mode == "forwarder-hold" {
+		fwd = NewForwarder()
+		<-fwd.ready
+		if mode == "forwarder-hold" {
+			// Armed, no command yet: wait for the test's signal (or a line).
+			fmt.Println("armed")
+			bufio.NewReader(os.Stdin).ReadString('\n')
+		}
+	}
+	p, err := Start(Spec{Argv: []string{"sh", "-c", os.Getenv("LAUNCH_SCRIPT")}, Pdeathsig: sig, Forwarder: fwd})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(100)
@@ -197,6 +208,35 @@ func TestEnvAndExtraFiles(t *testing.T) {
 	}
 }
 
+// The environment is deduplicated as os/exec does it (the last one wins),
+// and a NUL in it refuses the start.
+func TestEnvAsOSExec(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	null := devnull(t)
+	env := []string{"PATH=" + os.Getenv("PATH"), "JS_A=1", "JS_B=x", "JS_A=2", "novalue", "", "=odd", "JS_B=y"}
+	p, err := Start(Spec{Argv: []string{"sh", "-c", `echo "$JS_A $JS_B" > ` + out}, Env: env, Stdin: null, Stdout: null, Stderr: null})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Wait(); st != 0 {
+		t.Fatalf("status %d", st)
+	}
+	if b, _ := os.ReadFile(out); string(b) != "2 y\n" {
+		t.Errorf("the command saw %q, want the last values", b)
+	}
+	got, err := dedupEnv(env)
+	cmd := exec.Command("true")
+	cmd.Env = env
+	if wantEnv := cmd.Environ(); err != nil || !slices.Equal(got, wantEnv) {
+		t.Errorf("dedupEnv = %q, %v; os/exec's %q", got, err, wantEnv)
+	}
+	_, err = Start(Spec{Argv: []string{"true"}, Env: []string{"A=1\x00"}, Stdin: null, Stdout: null, Stderr: null})
+	var se *StartError
+	if !errors.As(err, &se) || se.Status != ExitCannotRun || !strings.Contains(err.Error(), "NUL") {
+		t.Errorf("a NUL in the environment: %v, want a StartError with status %d", err, ExitCannotRun)
+	}
+}
+
 // startHelper runs this test binary as a helper that launches script.
 func startHelper(t *testing.T, mode, pdeathsig, script string) (*exec.Cmd, int) {
 	t.Helper()
@@ -272,6 +312,102 @@ func TestForward(t *testing.T) {
 				t.Fatalf("the command got %q, want %s", b, tc.name)
 			}
 		})
+	}
+}
+
+// A Forwarder set up before Start relays the signals as Forward does.
+func TestForwarder(t *testing.T) {
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		name string
+	}{{syscall.SIGTERM, "TERM"}, {syscall.SIGINT, "INT"}, {syscall.SIGHUP, "HUP"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ready, out := filepath.Join(dir, "ready"), filepath.Join(dir, "out")
+			helper, _ := startHelper(t, "forwarder", "KILL", trapScript(ready, out))
+			waitUntil(t, "the command to trap its signals", func() bool { _, err := os.Stat(ready); return err == nil })
+			helper.Process.Signal(tc.sig)
+			err := helper.Wait()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 5 {
+				t.Fatalf("helper ended with %v, want the command's status 5", err)
+			}
+			if b, _ := os.ReadFile(out); strings.TrimSpace(string(b)) != tc.name {
+				t.Fatalf("the command got %q, want %s", b, tc.name)
+			}
+		})
+	}
+}
+
+// Before the command starts, a signal the Forwarder has caught ends the
+// process by that signal, as it would have without a Forwarder, and the
+// command never runs.
+func TestForwarderBeforeStart(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP} {
+		t.Run(sig.String(), func(t *testing.T) {
+			ran := filepath.Join(t.TempDir(), "ran")
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(os.Environ(), "LAUNCH_HELPER=forwarder-hold", "LAUNCH_SCRIPT=touch "+ran, "GORACE=atexit_sleep_ms=0")
+			stdin, _ := cmd.StdinPipe()
+			stdout, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+			if l, _ := bufio.NewReader(stdout).ReadString('\n'); l != "armed\n" {
+				t.Fatalf("helper said %q", l)
+			}
+			cmd.Process.Signal(sig)
+			err := cmd.Wait()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) {
+				t.Fatalf("helper ended with %v, want killed by %v", err, sig)
+			}
+			if ws := ee.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != sig {
+				t.Fatalf("helper ended with %v, want killed by %v", err, sig)
+			}
+			if _, err := os.Stat(ran); err == nil {
+				t.Fatal("the command ran")
+			}
+		})
+	}
+}
+
+// A signal ignored when the process started stays ignored for the command
+// (it inherits the disposition the Forwarder found), and is relayed once the
+// command runs.
+func TestForwarderKeepsIgnored(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	script := `grep SigIgn /proc/self/status > ` + out + `; echo ready >> ` + out + `; while :; do sleep 0.05; done`
+	cmd := exec.Command("sh", "-c", `trap "" INT; exec "$0"`, os.Args[0])
+	cmd.Env = append(os.Environ(), "LAUNCH_HELPER=forwarder", "LAUNCH_PDEATHSIG=KILL", "LAUNCH_SCRIPT="+script, "GORACE=atexit_sleep_ms=0")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var ign uint64
+	waitUntil(t, "the command to report its ignored signals", func() bool {
+		b, _ := os.ReadFile(out)
+		f := strings.Fields(string(b))
+		if len(f) < 3 || f[2] != "ready" {
+			return false
+		}
+		ign, _ = strconv.ParseUint(f[1], 16, 64)
+		return true
+	})
+	if ign&(1<<(syscall.SIGINT-1)) == 0 {
+		t.Fatalf("SigIgn %x: SIGINT is not ignored in the command", ign)
+	}
+	if ign&(1<<(syscall.SIGTERM-1)) != 0 {
+		t.Fatalf("SigIgn %x: SIGTERM is ignored in the command", ign)
+	}
+	// SIGTERM reaches the command (its default action ends it).
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 128+int(syscall.SIGTERM) {
+		t.Fatalf("helper ended with %v, want the command's status %d", err, 128+int(syscall.SIGTERM))
 	}
 }
 

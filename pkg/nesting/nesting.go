@@ -19,12 +19,10 @@ package nesting
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -67,38 +65,37 @@ const maxDepth = 256
 
 // Find returns the slot this process runs in, if any: the holder named by
 // slotEnv when it is an ancestor, or the nearest make recipe among the
-// ancestors when inMake (MAKEFLAGS names a jobserver).
+// ancestors when inMake (MAKEFLAGS names a jobserver). Each process on the
+// way is read once (/proc/PID/stat: start time, parent, command name).
 func Find(slotEnv string, inMake bool) (Holder, bool) {
 	holder, haveHolder := ParseHolder(slotEnv)
 	if !haveHolder && !inMake {
 		return Holder{}, false
 	}
 	pid := os.Getpid()
+	st, ok := jobserver.StatOf(pid)
 	for depth := 0; pid > 1 && depth < maxDepth; depth++ {
-		start, ok := jobserver.StartTime(pid)
 		if !ok {
 			return Holder{}, false
 		}
 		if haveHolder && pid == holder.PID {
-			if start != holder.Start {
+			if st.Start != holder.Start {
 				return Holder{}, false // pid reused: the holder is gone
 			}
 			return holder, true
 		}
-		ppid, _, ok := jobserver.Parent(pid)
-		if !ok {
-			return Holder{}, false
+		ppid := st.PPID
+		pst, pok := jobserver.StatOf(ppid)
+		if inMake && pok && isMake(pst.Comm) {
+			return Holder{PID: pid, Start: st.Start}, true
 		}
-		if inMake && isMake(ppid) {
-			return Holder{PID: pid, Start: start}, true
-		}
-		pid = ppid
+		pid, st, ok = ppid, pst, pok
 	}
 	return Holder{}, false
 }
 
-func isMake(pid int) bool {
-	switch jobserver.Comm(pid) {
+func isMake(comm string) bool {
+	switch comm {
 	case "make", "gmake", "remake":
 		return true
 	}
@@ -106,39 +103,51 @@ func isMake(pid int) bool {
 }
 
 // Borrow is a held borrow of a slot; Close gives it back.
-type Borrow struct{ ln net.Listener }
+type Borrow struct{ fd int }
 
 // ErrTaken means another descendant already borrows that slot.
 var ErrTaken = errors.New("slot already lent")
 
-// TryBorrow takes the slot of h if no other process borrows it now.
+// TryBorrow takes the slot of h if no other process borrows it now. The
+// socket is made with plain system calls (it is never read: it only holds
+// its name), so a jsrun never starts Go's network poller for it.
 func TryBorrow(h Holder) (*Borrow, error) {
-	name := fmt.Sprintf("@js-slot/%d/%s", os.Getuid(), h)
-	ln, err := net.Listen("unix", name)
+	name := "@js-slot/" + strconv.Itoa(os.Getuid()) + "/" + h.String()
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, listenError(name, "socket", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: name}); err != nil {
+		unix.Close(fd)
+		if err == unix.EADDRINUSE {
 			return nil, ErrTaken
 		}
-		return nil, err
+		return nil, listenError(name, "bind", err)
 	}
-	return &Borrow{ln: ln}, nil
+	if err := unix.Listen(fd, 1); err != nil {
+		unix.Close(fd)
+		return nil, listenError(name, "listen", err)
+	}
+	return &Borrow{fd: fd}, nil
+}
+
+func listenError(name, call string, err error) error {
+	return &net.OpError{Op: "listen", Net: "unix", Addr: &net.UnixAddr{Name: name, Net: "unix"}, Err: os.NewSyscallError(call, err)}
 }
 
 // Close ends the borrow.
 func (b *Borrow) Close() error {
-	if b == nil {
+	if b == nil || b.fd < 0 {
 		return nil
 	}
-	return b.ln.Close()
+	err := unix.Close(b.fd)
+	b.fd = -1
+	return err
 }
 
 // KeepAcrossExec lets the borrow outlive an exec of this process (jsrun
 // --exec): the socket's descriptor loses its close-on-exec flag.
 func (b *Borrow) KeepAcrossExec() error {
-	f, err := b.ln.(*net.UnixListener).File()
-	if err != nil {
-		return err
-	}
-	_, err = unix.FcntlInt(f.Fd(), unix.F_SETFD, 0)
+	_, err := unix.FcntlInt(uintptr(b.fd), unix.F_SETFD, 0)
 	return err
 }

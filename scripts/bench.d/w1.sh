@@ -12,7 +12,10 @@
 #   jsrun     xargs -P2 -n1 jsrun -- true, slot from the private jsd --slots 2
 #   jsrun_exec  the same with jsrun --exec (the command replaces jsrun)
 # Each round runs every system once, in this order; the line is the median
-# of the rounds. Every run is bounded by timeout(1).
+# of the rounds. Every run is bounded by timeout(1). For jsrun and
+# jsrun_exec a second line gives jsd's own CPU time per command (from
+# /proc/JSD_PID/stat): on 2 CPUs at -P2 the daemon's share is part of the
+# wall time, as task-spooler's server's is of tsp's.
 
 W1_needs="xargs:findutils timeout:coreutils make:make tsp:task-spooler sem:parallel parallel:parallel"
 W1_SYSTEMS="xargs gofloor make tsp sem parallel jsrun jsrun_exec"
@@ -46,6 +49,11 @@ bench_W1() {
     [ "$s" = sem ] && note="n=$nsem, not $n: each sem call is a perl start"
     [ "${med[$s]}" = - ] && note="failed${note:+; $note}"
     emit W1 "$s" ms_per_cmd "${med[$s]}" ms "$note"
+  done
+  for s in jsrun jsrun_exec; do
+    # shellcheck disable=SC2046
+    v=$(median $(awk -v n="$n" -v hz="$(getconf CLK_TCK)" '{ printf "%.4f\n", $1 * 1000 / hz / n }' "$W1_DIR/jsd_ticks.$s" 2>/dev/null))
+    emit W1 "$s" jsd_cpu_per_cmd "$v" ms "jsd's own CPU time per command, within its ms_per_cmd"
   done
 
   best=""
@@ -93,18 +101,25 @@ w1_gofloor() {
   w1_per_cmd "$t0" "$1"
 }
 
+# w1_jsd_ticks: jsd's CPU time so far (utime + stime, in clock ticks).
+w1_jsd_ticks() { awk '{ print $14 + $15 }' "/proc/$JSD_PID/stat" 2>/dev/null || echo 0; }
+
 w1_jsrun() {
-  local t0
+  local t0 c0
+  c0=$(w1_jsd_ticks)
   t0=$(now_us)
   bounded 120 xargs -P2 -n1 -a "$W1_DIR/input" "$JS_BIN/jsrun" -- true </dev/null >/dev/null || return 1
   w1_per_cmd "$t0" "$1"
+  echo $(($(w1_jsd_ticks) - c0)) >>"$W1_DIR/jsd_ticks.jsrun"
 }
 
 w1_jsrun_exec() {
-  local t0
+  local t0 c0
+  c0=$(w1_jsd_ticks)
   t0=$(now_us)
   bounded 120 xargs -P2 -n1 -a "$W1_DIR/input" "$JS_BIN/jsrun" --exec -- true </dev/null >/dev/null || return 1
   w1_per_cmd "$t0" "$1"
+  echo $(($(w1_jsd_ticks) - c0)) >>"$W1_DIR/jsd_ticks.jsrun_exec"
 }
 
 w1_make() {

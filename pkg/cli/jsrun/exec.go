@@ -31,11 +31,7 @@ func (r *run) execInPlace(h *held, env []string, files []*os.File) (int, error) 
 		return err
 	}
 	if h.conn != nil {
-		f, err := h.conn.File() // a dup, without close-on-exec
-		if err != nil {
-			return 0, err
-		}
-		if err := keep(int(f.Fd())); err != nil {
+		if err := h.conn.KeepAcrossExec(); err != nil {
 			return 0, err
 		}
 	}

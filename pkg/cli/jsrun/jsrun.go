@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -201,7 +200,18 @@ func newRun(cli *CLI, args []string, stdio cmdline.Stdio) (*run, error) {
 	return r, nil
 }
 
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+// validEnvName reports whether s is letters, digits and _, not starting
+// with a digit (no regexp: compiling one would cost every jsrun at start).
+func validEnvName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || i > 0 && c >= '0' && c <= '9' {
+			continue
+		}
+		return false
+	}
+	return s != ""
+}
 
 type envOp struct {
 	unset bool
@@ -233,13 +243,13 @@ func applyEnv(env []string, ops []envOp) ([]string, error) {
 	for _, op := range ops {
 		name, val, hasEq := strings.Cut(op.kv, "=")
 		if op.unset {
-			if !envName.MatchString(op.kv) {
+			if !validEnvName(op.kv) {
 				return nil, usage("a name is letters, digits and _, not starting with a digit", "--unset %q: invalid variable name", op.kv)
 			}
 			env = setEnv(env, op.kv, "", true)
 			continue
 		}
-		if !hasEq || !envName.MatchString(name) {
+		if !hasEq || !validEnvName(name) {
 			return nil, usage("write --env NAME=VALUE; a name is letters, digits and _, not starting with a digit", "--env %q: invalid, want NAME=VALUE", op.kv)
 		}
 		env = setEnv(env, name, val, false)
@@ -272,6 +282,12 @@ func getEnv(env []string, name string) string {
 
 // run gets the slots, runs the command, gives the slots back.
 func (r *run) run() (int, error) {
+	var fwd *launch.Forwarder
+	if !r.cli.Exec {
+		// Catch the signals to relay while we wait for the slot, not after
+		// the command has started (a signal before then still ends jsrun).
+		fwd = launch.NewForwarder()
+	}
 	s, err := r.getSlots()
 	if err != nil {
 		return 0, err
@@ -291,7 +307,7 @@ func (r *run) run() (int, error) {
 	}()
 	p, err := launch.Start(launch.Spec{
 		Argv: r.cli.Command, Env: env, ExtraFiles: files, Pdeathsig: r.pdeathsig,
-		Stdin: r.stdio.In, Foreground: true,
+		Stdin: r.stdio.In, Foreground: true, Forwarder: fwd,
 	})
 	if err != nil {
 		var se *launch.StartError
@@ -305,7 +321,9 @@ func (r *run) run() (int, error) {
 		f.Close()
 	}
 	files = nil
-	p.Forward()
+	if fwd == nil {
+		p.Forward() // --exec inside make's pool: a command run the usual way
+	}
 	s.started(p.PID(), strings.Join(r.cli.Command, " "))
 	return p.Wait(), nil
 }

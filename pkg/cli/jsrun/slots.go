@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -105,7 +106,7 @@ func (r *run) takeSlots(deadline time.Time) (*held, error) {
 	// comes first. (A weighted job waits for its tokens only.)
 	canBorrow := lend.ok && h.borrow == nil && need == 1
 	h.fifo = os.Getenv(envFifo)
-	fmt.Sscan(os.Getenv(envTotal), &h.total)
+	h.total = envInt(os.Getenv(envTotal))
 	if need == 0 {
 		if h.fifo == "" && inMake {
 			h.mkAuth = mkAuth // the command inherits make's pool as it is
@@ -153,6 +154,20 @@ func (r *run) takeSlots(deadline time.Time) (*held, error) {
 	return h, nil
 }
 
+// envInt reads a number jsrun wrote (plain digits) without fmt's scanner;
+// anything else is read by fmt.Sscan, as before; 0 when unset or unreadable.
+func envInt(s string) int {
+	if s == "" {
+		return 0
+	}
+	if n, err := strconv.Atoi(s); err == nil && (s == "0" || s[0] >= '1' && s[0] <= '9') {
+		return n // no sign, no leading 0 (fmt would read octal)
+	}
+	var n int
+	fmt.Sscan(s, &n)
+	return n
+}
+
 // fromMake takes need tokens from make's pool (the client in h.mk).
 func (r *run) fromMake(h *held, need int, deadline time.Time, canBorrow bool, lend lender) error {
 	for got := 0; got < need; {
@@ -194,7 +209,7 @@ func (r *run) fromJSD(h *held, need int, deadline time.Time, retry, canBorrow bo
 	var c *client.Conn
 	var err error
 	for {
-		c, err = client.Dial(r.paths.Socket)
+		c, err = client.DialDirect(r.paths.Socket)
 		if err == nil || !retry || !errors.Is(err, client.ErrNoDaemon) || time.Now().After(r.autostartDeadline) {
 			break
 		}
@@ -342,7 +357,7 @@ func (h *held) release() {
 		// No need to wait for "released": jsd handles a connection's
 		// messages in order, so the release comes before the close (and a
 		// lost connection releases the lease anyway).
-		h.conn.Send(&wire.Msg{Cmd: wire.CmdRelease, Lease: h.lease.ID})
+		h.conn.SendRelease(h.lease.ID)
 		h.conn.Close()
 		h.conn = nil
 	}
