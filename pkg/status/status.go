@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -150,14 +151,15 @@ func OpenFile(path string) (*File, error) {
 	}
 	// jsd's own keys are rewritten by every write; one that an earlier jsd
 	// wrote and this one leaves out (an "error", a "port") must not stay.
-	for k := range ownKeys {
+	for k := range ownKeys() {
 		delete(f.base, k)
 	}
 	return f, nil
 }
 
-// ownKeys are the keys of Doc.
-var ownKeys = func() map[string]bool {
+// ownKeys are the keys of Doc, found once when first needed (not at
+// package init: jsrun links this package and starts for every command).
+var ownKeys = sync.OnceValue(func() map[string]bool {
 	keys := map[string]bool{}
 	t := reflect.TypeOf(Doc{})
 	for i := range t.NumField() {
@@ -166,7 +168,7 @@ var ownKeys = func() map[string]bool {
 		}
 	}
 	return keys
-}()
+})
 
 // Path is the file's path.
 func (f *File) Path() string { return f.path }
