@@ -69,6 +69,10 @@ type Config struct {
 	// IDTTL: how long a live id is kept if no jsd ever ends its job (every
 	// state change renews it). Default 7 days.
 	IDTTL time.Duration
+	// ReserveTTL: how long a submitted job's id is reserved until its
+	// message is in its stream (Submit gives up after half of it); the
+	// reservation of a jsd that died in between expires then. Default 30 s.
+	ReserveTTL time.Duration
 	// ResultTTL: how long an ended job's outcome waits to be fetched
 	// (detached results, and outcomes whose origin did not answer). Default 1 h.
 	ResultTTL time.Duration
@@ -109,6 +113,7 @@ func (c *Config) defaults() error {
 	set(&c.DuplicateWindow, time.Minute)
 	set(&c.IDTTL, 7*24*time.Hour)
 	set(&c.ResultTTL, time.Hour)
+	set(&c.ReserveTTL, 30*time.Second)
 	set(&c.RouteTimeout, 2*time.Second)
 	set(&c.PollInterval, time.Second)
 	if c.MaxAckPending <= 0 {
@@ -144,9 +149,11 @@ type Cluster struct {
 	streams map[string]jetstream.Stream
 	rr      uint32 // rotates the order of types in Fetch
 
-	subs     []*nats.Subscription
-	stop     context.CancelFunc
-	lostDone chan struct{}
+	subs        []*nats.Subscription
+	stop        context.CancelFunc
+	lostDone    chan struct{}
+	keptDone    chan struct{}
+	reconnected chan struct{} // signalled by each reconnect to NATS
 }
 
 // VersionError is Connect's refusal of a server older than MinServerVersion.
@@ -167,8 +174,14 @@ func Connect(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	urls := strings.Join(cfg.URLs, ",")
+	reconnected := make(chan struct{}, 1)
 	opts := []nats.Option{nats.Name("jsd " + cfg.Name), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond)}
+		nats.ReconnectWait(250 * time.Millisecond), nats.ReconnectHandler(func(*nats.Conn) {
+			select {
+			case reconnected <- struct{}{}:
+			default:
+			}
+		})}
 	if cfg.Token != "" {
 		opts = append(opts, nats.Token(cfg.Token))
 	}
@@ -194,7 +207,7 @@ func Connect(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster: connect to %s: %w", urls, err)
 	}
 	c := &Cluster{cfg: cfg, nc: nc, nameTok: token(cfg.Name), types: map[string]*typeQueue{},
-		streams: map[string]jetstream.Stream{}, version: nc.ConnectedServerVersion()}
+		streams: map[string]jetstream.Stream{}, version: nc.ConnectedServerVersion(), reconnected: reconnected}
 	if err := c.start(ctx); err != nil {
 		c.Close()
 		return nil, err
@@ -329,6 +342,8 @@ func (c *Cluster) start(ctx context.Context) error {
 	c.stop = stop
 	c.lostDone = make(chan struct{})
 	go c.lostLoop(lctx, lost)
+	c.keptDone = make(chan struct{})
+	go c.keptLoop(lctx)
 	return nil
 }
 
@@ -338,6 +353,7 @@ func (c *Cluster) Close() {
 	if c.stop != nil {
 		c.stop()
 		<-c.lostDone
+		<-c.keptDone
 	}
 	for _, s := range c.subs {
 		_ = s.Unsubscribe()
@@ -442,7 +458,8 @@ func retry(ctx context.Context, what string, f func(context.Context) error) erro
 
 func notReady(err error) bool {
 	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoHeartbeat) {
+		errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoHeartbeat) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) { // a stream without a leader for now
 		return true
 	}
 	var api *jetstream.APIError

@@ -535,6 +535,56 @@ func TestWaitDetached(t *testing.T) {
 	waitFor(t, "the id freed by the fetch", func() bool { return !idLive(t, a, id) })
 }
 
+// TestWaitDetachedOnce: waits for one detached job on three jsds, each
+// connected to another node (their watches served by different replicas):
+// exactly one gets the outcome, the others ErrNotFound, and the id is free
+// at once (the fetch is confirmed at the stream's leader, never lost to a
+// replica that showed the outcome before the leader applied it). Repeated,
+// since the race is a matter of milliseconds.
+func TestWaitDetachedOnce(t *testing.T) {
+	urls := shared3.urls()
+	var cs []*Cluster
+	for i := range urls {
+		cs = append(cs, connect(t, urls[i:i+1], fmt.Sprintf("wo-%d", i), nil))
+	}
+	for round := 0; round < 20; round++ {
+		id := submit(t, cs[0], Job{Type: "wo", Detached: true})
+		type got struct {
+			r   Result
+			err error
+		}
+		ch := make(chan got, len(cs))
+		for _, c := range cs {
+			go func() {
+				r, err := c.WaitResult(ctxT(t, 10*time.Second), id)
+				ch <- got{r, err}
+			}()
+		}
+		d := fetch(t, cs[round%len(cs)], "wo", 1)[0]
+		time.Sleep(20 * time.Millisecond) // the waits are watching
+		if err := cs[round%len(cs)].Complete(ctxT(t, 5*time.Second), d, done(`"once"`)); err != nil {
+			t.Fatal(err)
+		}
+		outcomes := 0
+		for range cs {
+			g := <-ch
+			switch {
+			case g.err == nil && string(g.r.Outcome.Result) == `"once"`:
+				outcomes++
+			case errors.Is(g.err, ErrNotFound):
+			default:
+				t.Errorf("round %d: wait: %+v %v", round, g.r, g.err)
+			}
+		}
+		if outcomes != 1 {
+			t.Errorf("round %d: %d waits got the detached outcome, want 1", round, outcomes)
+		}
+		if idLive(t, cs[0], id) {
+			t.Errorf("round %d: id %s still taken after its result was fetched", round, id)
+		}
+	}
+}
+
 // TestEmbeddedToken: an embedded node off loopback needs a token; with one,
 // a jsd without it is refused and one with it joins.
 func TestEmbeddedToken(t *testing.T) {

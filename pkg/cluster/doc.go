@@ -35,10 +35,14 @@
 //
 //  1. Submit creates the id's record (KV Create: it fails if the key exists,
 //     so live ids are unique cluster-wide; a detached job's id stays taken
-//     until its result is fetched), publishes the message to
-//     jobs.<type>.p<Level(priority)> with Nats-Msg-Id = the nonce (a re-sent
-//     publish is dropped within DuplicateWindow), records the message's
-//     stream sequence, and publishes a wake-up.
+//     until its result is fetched) as a reservation that expires after
+//     ReserveTTL, publishes the message to jobs.<type>.p<Level(priority)>
+//     with Nats-Msg-Id = the nonce (a re-sent publish is dropped within
+//     DuplicateWindow), records the message's stream sequence (the record
+//     now lives IDTTL), and publishes a wake-up. A jsd that dies before its
+//     message is in the stream leaves only a reservation, which expires:
+//     the id is free again and a wait for it ends with not found. Submit
+//     gives up after ReserveTTL/2 (the job is then not queued).
 //  2. Fetch takes messages highest level first (one stream info per type
 //     says which levels hold messages; FetchNoWait on those, p9 down to p0),
 //     FIFO within a level: the stream sequence is arrival order at the
@@ -56,7 +60,11 @@
 //     cancel owns the job, and the message is left alone, since JetStream
 //     matches acks by stream sequence only), routes it to the origin (core
 //     request to js.res.<origin>; no answer "ok" within RouteTimeout: the
-//     results bucket), frees the id, and acks the message (DoubleAck). Nak
+//     results bucket, where the origin finds it when it is back: after its
+//     reconnect to NATS, or within KeptInterval), frees the id, and acks the
+//     message (DoubleAck). A detached job's outcome stays in its record
+//     until WaitResult fetches it: it goes to the one waiter whose purge of
+//     the record (compare-and-set at the stream's leader) went through. Nak
 //     (the worker went away) fences the record back to queued and Naks: the
 //     job comes back at once, ahead of later ones; with its retries spent it
 //     ends as lost instead. InProgress checks the fence, then resets AckWait.
@@ -71,7 +79,9 @@
 //     late answer is refused as stale; the jsd also learns it from its next
 //     InProgress (ErrStale) if the core-message signal was lost.
 //
-// A record left ended by a jsd that died before settling it is settled by
+// A record left ended by a jsd that died before settling it, or whose
+// outcome could be neither handed to its origin nor kept in the results
+// bucket (NATS failing over: the message is then not acked), is settled by
 // whoever meets the job next (its message's redelivery, or its advisory).
 // The cost: its origin may get that outcome twice; Result.Nonce identifies
 // the submission, and jsd drops an outcome for a job it no longer holds.
@@ -89,7 +99,13 @@
 //
 // The fences read through the stream leader (STREAM.MSG.GET), never with
 // the KV API's direct gets, which any replica may answer with a value older
-// than the write just confirmed. An ack confirmed by DoubleAck removes the
+// than the write just confirmed. A KV watch too may be served by a replica
+// behind or ahead of the leader (it was seen to show a write 12 ms before
+// the leader had applied it): WaitResult confirms at the leader. Every
+// request to JetStream has its own deadline (4 s) and is sent again: one
+// in flight on the connection to a node that dies is never answered; a
+// write whose answer was lost is recognised at the leader (its value, the
+// nonce, or the purge's tag). An ack confirmed by DoubleAck removes the
 // message from a replicated stream a moment later (the consumer's and the
 // stream's Raft groups apply it in turn). docs/scale.md lists where
 // JetStream cannot give jsd's semantics exactly.

@@ -276,7 +276,10 @@ func (c *Cluster) claim(ctx context.Context, q *typeQueue, m jetstream.Msg) *Del
 		if r.State == stEnded {
 			// Ended, but its end was not carried through (its jsd died
 			// in between): carry it through now.
-			c.settle(ctx, key, r, rev)
+			if err := c.settle(ctx, key, r, rev); err != nil {
+				_ = m.NakWithDelay(time.Second)
+				return nil
+			}
 			_ = m.DoubleAck(ctx)
 			return nil
 		}
@@ -371,7 +374,16 @@ func (d *Delivery) ack(ctx context.Context) {
 // matches acks by stream sequence).
 func (d *Delivery) disposeStale(ctx context.Context) {
 	r, _, err := d.c.get(ctx, d.key)
-	if err == nil && (r == nil || r.Nonce != d.rec.Nonce || r.State == stEnded) {
+	if err != nil {
+		return
+	}
+	if r != nil && r.Nonce == d.rec.Nonce && r.State == stEnded && !r.Detached {
+		// Ended by a cancel (or another jsd) and not carried through yet
+		// (a settled record is freed): its settler removes the message,
+		// or, if it could not settle, the message's next delivery does.
+		return
+	}
+	if r == nil || r.Nonce != d.rec.Nonce || r.State == stEnded {
 		d.ack(ctx)
 	}
 }

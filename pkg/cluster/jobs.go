@@ -285,7 +285,14 @@ func (c *Cluster) Submit(ctx context.Context, j Job) (string, error) {
 		Origin: j.Origin, Meta: j.Meta, Nonce: nonce, State: stQueued, Submitted: time.Now().UnixNano()}
 	key := token(j.ID)
 	val, _ := json.Marshal(&rec)
-	rev, err := c.ids.Create(ctx, key, val, jetstream.KeyTTL(c.cfg.IDTTL))
+	// The id is reserved for ReserveTTL only, until the job's message is
+	// in its stream: a jsd that dies in between leaves a reservation that
+	// expires (its id free again, a wait for it answered not found)
+	// instead of a record no message will ever end. Submit gives up well
+	// before the reservation ends.
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ReserveTTL/2)
+	defer cancel()
+	rev, err := c.create(ctx, key, val)
 	if err != nil && (errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSeq(err)) {
 		// A job that has ended and is not detached: its outcome is on its
 		// way (settle frees the id right after routing it, so its
@@ -295,9 +302,11 @@ func (c *Cluster) Submit(ctx context.Context, j Job) (string, error) {
 		case gerr != nil:
 			err = gerr
 		case cur == nil: // freed meanwhile
-			rev, err = c.ids.Create(ctx, key, val, jetstream.KeyTTL(c.cfg.IDTTL))
+			rev, err = c.create(ctx, key, val)
+		case cur.Nonce == nonce: // our own: an earlier attempt was written after all
+			rev, err = crev, nil
 		case cur.State == stEnded && !cur.Detached:
-			rev, err = c.cas(ctx, key, &rec, crev, c.cfg.IDTTL)
+			rev, err = c.cas(ctx, key, &rec, crev, c.cfg.ReserveTTL)
 		}
 		if err != nil && (errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSeq(err) || errors.Is(err, ErrStale)) || err == nil && rev == 0 {
 			return "", fmt.Errorf("%w: %s", ErrIDExists, j.ID)
@@ -318,7 +327,7 @@ func (c *Cluster) Submit(ctx context.Context, j Job) (string, error) {
 		return "", fmt.Errorf("cluster: queue job %s: %w", j.ID, err)
 	}
 	rec.Seq = ack.Sequence
-	if _, err := c.cas(ctx, key, &rec, rev, c.cfg.IDTTL); err != nil {
+	if _, err := c.cas(ctx, key, &rec, rev, c.cfg.IDTTL); errors.Is(err, ErrStale) {
 		// Someone changed it first: a worker claimed it (and recorded the
 		// sequence), or it was cancelled before we knew the sequence: then
 		// the message is ours to remove.
@@ -326,6 +335,15 @@ func (c *Cluster) Submit(ctx context.Context, j Job) (string, error) {
 		if gerr == nil && (cur == nil || cur.Nonce != nonce || cur.State == stEnded) {
 			c.deleteMsg(ctx, q.stream, ack.Sequence)
 		}
+	} else if err != nil {
+		// Not confirmed in time: the reservation will expire, the message
+		// goes (if it cannot be removed either, a worker that claims it
+		// before the reservation ends runs it after all).
+		pctx, cancel := withTimeout(ctx, 10*time.Second)
+		c.deleteMsg(pctx, q.stream, ack.Sequence)
+		c.free(pctx, key, rev)
+		cancel()
+		return "", fmt.Errorf("cluster: queue job %s: %w", j.ID, err)
 	}
 	c.wake(q, level)
 	return j.ID, nil
@@ -379,22 +397,78 @@ func (c *Cluster) cas(ctx context.Context, key string, r *record, rev uint64, tt
 	if err != nil {
 		return 0, err
 	}
-	m := &nats.Msg{Subject: "$KV." + idsBucket + "." + key, Data: val, Header: nats.Header{}}
-	ack, err := c.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl))
-	if err != nil {
-		if isWrongLastSeq(err) {
+	subj := "$KV." + idsBucket + "." + key
+	wait := 20 * time.Millisecond
+	tried := false // an attempt went unanswered: it may have been written
+	for {
+		m := &nats.Msg{Subject: subj, Data: val, Header: nats.Header{}}
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		ack, err := c.js.PublishMsg(actx, m, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl))
+		cancel()
+		if err == nil {
+			return ack.Sequence, nil
+		}
+		if isWrongLastSeq(err) && !tried {
 			return 0, ErrStale
 		}
-		return 0, err
+		if !isWrongLastSeq(err) && (!notReady(err) || ctx.Err() != nil) {
+			return 0, err
+		}
+		tried = true
+		cur, gerr := c.leaderGet(ctx, "KV_"+idsBucket, 0, subj)
+		if gerr == nil {
+			switch {
+			case cur != nil && cur.Seq > rev && !cur.deleted() && bytes.Equal(cur.Data, val):
+				return cur.Seq, nil // the unanswered attempt was written
+			case cur == nil || cur.Seq > rev:
+				return 0, ErrStale
+			}
+			// Still at rev (or the leader has not applied it yet): again.
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, 500*time.Millisecond)
 	}
-	return ack.Sequence, nil
+}
+
+// attemptTimeout bounds one request to JetStream: a request sent on a
+// connection to a node that dies gets no answer at all (nats.go does not
+// fail it on the reconnect), so it is sent again rather than waiting for
+// the caller's whole deadline.
+const attemptTimeout = 4 * time.Second
+
+// create is the ids bucket's Create, sent again while unanswered. An
+// earlier attempt that was written after all makes a later one fail with
+// ErrKeyExists: Submit recognises its own record by the nonce.
+func (c *Cluster) create(ctx context.Context, key string, val []byte) (uint64, error) {
+	wait := 20 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		rev, err := c.ids.Create(actx, key, val, jetstream.KeyTTL(c.cfg.ReserveTTL))
+		cancel()
+		if err == nil || !notReady(err) || ctx.Err() != nil {
+			return rev, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
 }
 
 // free removes a job's record if it is still at rev (the id is free again).
 // The purge marker itself expires after a minute.
 func (c *Cluster) free(ctx context.Context, key string, rev uint64) {
-	err := c.ids.Purge(ctx, key, jetstream.LastRevision(rev), jetstream.PurgeTTL(time.Minute))
-	if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+	if _, err := c.take(ctx, idsBucket, key, rev); err != nil {
 		c.logf("cluster: free id %s: %v", key, err)
 	}
 }
@@ -475,7 +549,9 @@ func (c *Cluster) Cancel(ctx context.Context, id, signal string) error {
 				c.logf("cluster: cancel signal for %s to %s: %v", id, was.Host, err)
 			}
 		}
-		c.settle(ctx, key, r, nrev)
+		if err := c.settle(ctx, key, r, nrev); err != nil {
+			return nil // cancelled; its message, met again, carries the outcome through
+		}
 		// The message goes last, queued or running (the running attempt's
 		// late ack finds nothing to ack): until then, a jsd that dies
 		// here leaves it to be redelivered and the ended record settled.

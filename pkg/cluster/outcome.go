@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/js-toolkit/js/pkg/queue"
 )
@@ -92,8 +93,7 @@ func (c *Cluster) end(ctx context.Context, key string, r *record, rev uint64, o 
 	}
 	sctx, cancel := withTimeout(ctx, 30*time.Second) // decided: carried through even if ctx ends
 	defer cancel()
-	c.settle(sctx, key, r, nrev)
-	return nil
+	return c.settle(sctx, key, r, nrev)
 }
 
 // settle carries an ended record through: a detached job's record stays as
@@ -102,33 +102,58 @@ func (c *Cluster) end(ctx context.Context, key string, r *record, rev uint64, o 
 // left ended by a jsd that died in between is settled by whoever meets it
 // next (at the cost of its origin possibly getting that outcome twice:
 // Result.Nonce tells).
-func (c *Cluster) settle(ctx context.Context, key string, r *record, rev uint64) {
+//
+// When the outcome could neither be handed over nor kept (NATS failing
+// over), the record stays ended and settle says so: the caller leaves the
+// job's message to be delivered again, and whoever meets it settles it.
+func (c *Cluster) settle(ctx context.Context, key string, r *record, rev uint64) error {
 	if r.Detached {
-		return
+		return nil
 	}
-	c.route(ctx, r)
+	if err := c.route(ctx, r); err != nil {
+		return err
+	}
 	c.free(ctx, key, rev)
+	return nil
 }
 
 // route hands an outcome to its origin jsd by request/reply; when nobody
 // answers "ok" in RouteTimeout (the origin is gone, or does not know the
 // job) it goes to the results bucket under origin.id.
-func (c *Cluster) route(ctx context.Context, r *record) {
+func (c *Cluster) route(ctx context.Context, r *record) error {
 	data, err := json.Marshal(resultOf(r))
 	if err != nil {
 		c.logf("cluster: outcome of %s: %v", r.ID, err)
-		return
+		return nil
 	}
 	rctx, cancel := withTimeout(ctx, c.cfg.RouteTimeout)
 	m, err := c.nc.RequestWithContext(rctx, resultSubjectPre+token(r.Origin), data)
 	cancel()
 	if err == nil && string(m.Data) == "ok" {
-		return
+		return nil
 	}
-	pctx, cancel := withTimeout(ctx, 10*time.Second)
+	pctx, cancel := withTimeout(ctx, 20*time.Second)
 	defer cancel()
-	if _, err := c.results.Put(pctx, token(r.Origin)+"."+token(r.ID), data); err != nil {
-		c.logf("cluster: keep the outcome of %s for %s: %v", r.ID, r.Origin, err)
+	wait := 20 * time.Millisecond
+	for {
+		actx, acancel := context.WithTimeout(pctx, attemptTimeout)
+		_, err := c.results.Put(actx, token(r.Origin)+"."+token(r.ID), data)
+		acancel()
+		if err == nil {
+			return nil
+		}
+		if !notReady(err) || pctx.Err() != nil {
+			err = fmt.Errorf("cluster: keep the outcome of %s for %s: %w", r.ID, r.Origin, err)
+			c.logf("%v", err)
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-pctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		wait = min(2*wait, 500*time.Millisecond)
 	}
 }
 
@@ -197,10 +222,8 @@ func (c *Cluster) takeResult(ctx context.Context, key string) (*Result, error) {
 	if err != nil || m == nil {
 		return nil, err
 	}
-	if err := c.results.Purge(ctx, key, jetstream.LastRevision(m.Seq)); err != nil {
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return nil, nil
-		}
+	taken, err := c.take(ctx, resultsBucket, key, m.Seq)
+	if err != nil || !taken {
 		return nil, err
 	}
 	var r Result
@@ -248,6 +271,20 @@ func (c *Cluster) WaitResult(ctx context.Context, id string) (Result, error) {
 		}
 		return Result{}, ErrNotFound
 	}
+	ended := func(r *record, rev uint64) (Result, error) {
+		if r.Detached {
+			// Fetched: the id is free again. Only the waiter whose
+			// purge of this revision went through gets the result.
+			taken, err := c.take(ctx, idsBucket, key, rev)
+			if err != nil {
+				return Result{}, err
+			}
+			if !taken {
+				return Result{}, ErrNotFound // another waiter took it
+			}
+		}
+		return resultOf(r), nil
+	}
 	seen := false
 	for {
 		select {
@@ -262,6 +299,20 @@ func (c *Cluster) WaitResult(ctx context.Context, id string) (Result, error) {
 			}
 			if e == nil { // the current value was sent (or there is none)
 				if !seen {
+					// The watch may be served by a replica behind the
+					// leader: a record created a moment ago may not be
+					// there yet. Ask the leader before giving up.
+					cur, err := c.kvGet(ctx, idsBucket, key)
+					if err == nil && cur != nil {
+						var r record
+						if err := json.Unmarshal(cur.Data, &r); err != nil {
+							return Result{}, err
+						}
+						if r.State == stEnded {
+							return ended(&r, cur.Seq)
+						}
+						continue // the watch will show what comes next
+					}
 					return kept()
 				}
 				continue
@@ -279,11 +330,137 @@ func (c *Cluster) WaitResult(ctx context.Context, id string) (Result, error) {
 			if r.State != stEnded {
 				continue
 			}
-			if r.Detached {
-				c.free(ctx, key, e.Revision()) // fetched: the id is free again
-			}
-			return resultOf(&r), nil
+			return ended(&r, e.Revision())
 		}
+	}
+}
+
+// KeptInterval is how often a jsd looks for outcomes kept for it in the
+// results bucket (besides after each reconnect to NATS).
+const KeptInterval = 2 * time.Second
+
+// keptLoop offers OnResult the outcomes kept for this jsd because it did not
+// answer when they were routed: it was reconnecting to NATS (a node died),
+// or slow. Its submitters are still waiting for them. It looks after every
+// reconnect and every KeptInterval; an outcome OnResult takes is removed,
+// one it declines (a job it does not hold) stays for WaitResult and is not
+// offered again.
+func (c *Cluster) keptLoop(ctx context.Context) {
+	defer close(c.keptDone)
+	if c.cfg.OnResult == nil {
+		return
+	}
+	declined := map[string]uint64{} // key -> revision
+	t := time.NewTicker(KeptInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-c.reconnected:
+		}
+		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		c.offerKept(octx, declined)
+		cancel()
+	}
+}
+
+func (c *Cluster) offerKept(ctx context.Context, declined map[string]uint64) {
+	keys, err := c.resultKeys(ctx, c.nameTok+".*")
+	if err != nil {
+		if ctx.Err() == nil {
+			c.logf("cluster: outcomes kept for %s: %v", c.cfg.Name, err)
+		}
+		return
+	}
+	listed := map[string]bool{}
+	for _, k := range keys {
+		listed[k] = true
+		m, err := c.kvGet(ctx, resultsBucket, k)
+		if err != nil || m == nil || declined[k] == m.Seq {
+			continue
+		}
+		var r Result
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			continue
+		}
+		if !c.cfg.OnResult(r) {
+			declined[k] = m.Seq
+			continue
+		}
+		if _, err := c.take(ctx, resultsBucket, k, m.Seq); err != nil {
+			c.logf("cluster: remove the kept outcome of %s: %v", r.ID, err)
+		}
+	}
+	for k := range declined {
+		if !listed[k] {
+			delete(declined, k)
+		}
+	}
+}
+
+// takerHeader tags the purge by which one caller takes a kept outcome.
+const takerHeader = "Js-Taker"
+
+// take purges key in bucket if its last revision is rev, for one caller,
+// and reports whether it was this call that purged it. The purge is a
+// compare-and-set at the stream's leader, which may not have applied rev yet
+// when a watch (which any replica may serve) showed it: it is then tried
+// again. A purge whose answer was lost (a NATS node failing) is recognised
+// by its tag.
+func (c *Cluster) take(ctx context.Context, bucket, key string, rev uint64) (bool, error) {
+	tag := nuid.Next()
+	subj := "$KV." + bucket + "." + key
+	wait := 5 * time.Millisecond
+	giveUp := time.Now().Add(30 * time.Second)
+	for {
+		m := nats.NewMsg(subj)
+		m.Header.Set("KV-Operation", "PURGE")
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		m.Header.Set(takerHeader, tag)
+		pctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(rev)}
+		if bucket == idsBucket { // the one bucket with per-message TTLs: the marker goes after a minute
+			opts = append(opts, jetstream.WithMsgTTL(time.Minute))
+		}
+		_, err := c.js.PublishMsg(pctx, m, opts...)
+		cancel()
+		if err == nil {
+			return true, nil
+		}
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		if !isWrongLastSeq(err) && !notReady(err) {
+			return false, err
+		}
+		cur, gerr := c.leaderGet(ctx, "KV_"+bucket, 0, subj)
+		if gerr == nil {
+			if cur == nil {
+				return false, nil // expired, marker and all
+			}
+			if cur.Seq > rev {
+				h, _ := nats.DecodeHeadersMsg(cur.Hdrs)
+				return len(cur.Hdrs) > 0 && h.Get(takerHeader) == tag, nil
+			}
+			// cur.Seq <= rev: the leader has not applied rev yet, or the
+			// purge did not get through: again.
+		}
+		if time.Now().After(giveUp) {
+			if gerr == nil {
+				gerr = err
+			}
+			return false, fmt.Errorf("cluster: take %s of %s: %w", key, bucket, gerr)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false, ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, 500*time.Millisecond)
 	}
 }
 
@@ -362,7 +539,10 @@ func (c *Cluster) onAdvisory(lctx context.Context, m jetstream.Msg) {
 		case r == nil || r.Nonce != head.Nonce:
 			// Its job ended already; only the message was left.
 		case r.State == stEnded:
-			c.settle(ctx, key, r, rev)
+			if err := c.settle(ctx, key, r, rev); err != nil {
+				retryLater(err)
+				return
+			}
 		default:
 			err := c.end(ctx, key, r, rev, Outcome{State: queue.Lost,
 				Error: fmt.Sprintf("its jsd stopped answering for it (ack wait %s) after %d attempt(s), %d deliveries",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -41,7 +42,22 @@ func (c *Cluster) leaderGet(ctx context.Context, stream string, seq uint64, last
 		LastFor string `json:"last_by_subj,omitempty"`
 	}{seq, lastFor}
 	b, _ := json.Marshal(req)
-	resp, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, b)
+	var resp *nats.Msg
+	var err error
+	for try := 0; ; try++ {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		resp, err = c.nc.RequestWithContext(actx, "$JS.API.STREAM.MSG.GET."+stream, b)
+		cancel()
+		if err == nil || ctx.Err() != nil || !notReady(err) || try == 10 {
+			break
+		}
+		t := time.NewTimer(time.Duration(min(20<<try, 500)) * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
