@@ -264,6 +264,23 @@ func (c *Cluster) stream(ctx context.Context, name string) (jetstream.Stream, er
 // stream sequence is recorded (for cancel). A failed publish gives the id
 // back.
 func (c *Cluster) Submit(ctx context.Context, j Job) (string, error) {
+	return c.SubmitAfter(ctx, j, nil, nil)
+}
+
+// SubmitAfter is Submit keeping a submitter's order: the job's message is
+// published only once prev is closed (the previous submission of the same
+// submitter has published, or given up), and published is closed when this
+// one has (or gave up). The reservations of the id run concurrently; only
+// the publishes are in turn, so a submitter's jobs of one type and level
+// are queued in the order it sent them. nil channels: no order.
+func (c *Cluster) SubmitAfter(ctx context.Context, j Job, prev <-chan struct{}, published chan struct{}) (string, error) {
+	var once sync.Once
+	turnDone := func() { // the next submission of this submitter may publish
+		if published != nil {
+			once.Do(func() { close(published) })
+		}
+	}
+	defer turnDone()
 	q, err := c.queue(ctx, j.Type)
 	if err != nil {
 		return "", err
@@ -317,7 +334,14 @@ func (c *Cluster) Submit(ctx context.Context, j Job) (string, error) {
 	}
 	level := Level(j.Priority)
 	msg := &nats.Msg{Subject: levelSubject(q.tok, level), Data: encodeMsg(j.ID, nonce, j.Arg)}
+	if prev != nil {
+		select {
+		case <-prev:
+		case <-ctx.Done():
+		}
+	}
 	ack, err := c.publish(ctx, msg, nonce, q.stream)
+	turnDone()
 	if err != nil {
 		// Give the id back. If the publish did land after all, its message
 		// carries a nonce no record has: the first fetch drops it.

@@ -459,3 +459,33 @@ func TestHalfClosedSubmitterGetsOutcome(t *testing.T) {
 		}
 	})
 }
+
+// One submitter's jobs of a type and priority run in the order it sent
+// them, even when it sends them all at once without waiting for the acks.
+func TestPipelinedSubmitterFIFO(t *testing.T) {
+	t.Parallel()
+	forBackends(t, func(t *testing.T, start starter) {
+		d := start(t)
+		c := dialLines(t, d.dir)
+		const n = 60
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, `{"cmd":"do","id":"f%d","type":"fifo","req":%d}`+"\r\n", i, i)
+		}
+		c.send(b.String())
+		for range n {
+			if m := c.msg(); m["cmd"] != "queued" {
+				t.Fatalf("ack: %v", m)
+			}
+		}
+		w := dialLines(t, d.dir)
+		w.send(`{"cmd":"can_do","types":["fifo"]}` + "\r\n")
+		for i := range n {
+			m := w.msg()
+			if m["id"] != fmt.Sprintf("f%d", i) {
+				t.Fatalf("job %d: got %v, want f%d (one submitter's order)", i, m, i)
+			}
+			w.sendJSON(map[string]any{"cmd": "did", "id": m["id"], "res": nil})
+		}
+	})
+}

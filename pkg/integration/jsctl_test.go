@@ -283,6 +283,10 @@ func TestJsctlWaitReady(t *testing.T) {
 		t.Parallel()
 		d := startJSD(t)
 		pid := d.cmd.Process.Pid
+		waitFor(t, 10*time.Second, "the status file to say running", func() bool {
+			doc, err := status.Read(filepath.Join(d.dir, "status.json"))
+			return err == nil && doc.Status == status.Running // the socket answers a moment before
+		})
 		d.cmd.Process.Signal(syscall.SIGKILL)
 		<-d.exited
 		if doc, err := status.Read(filepath.Join(d.dir, "status.json")); err != nil || doc.Status != status.Running {

@@ -281,6 +281,9 @@ func (js *jobState) submit(p peer, s submission) (*job, string, string) {
 	}
 	js.live[id] = j
 	js.c.JobsAdded++
+	if js.sh != nil {
+		js.sh.from[j] = p // accept hands it to the cluster in p's order
+	}
 	return j, "", ""
 }
 

@@ -68,6 +68,8 @@ type shared struct {
 	nonces   map[string]string             // mu: our submissions with a submitter, id -> nonce
 	dropped  map[string]droppedJob         // mu: submissions given up (submitter gone): their outcome is dropped
 	waits    map[peer][]context.CancelFunc // mu: cluster waits of a peer
+	from     map[*job]peer                 // mu: who submitted a job not yet handed to the cluster
+	turn     map[peer]chan struct{}        // mu: closed when a peer's last submission has published
 	stats    []cluster.QueueStat           // mu: the cluster's queues, refreshed in the background
 	peers    []cluster.Peer                // mu
 	statsErr string                        // mu
@@ -103,7 +105,8 @@ func (s *Server) startShared() error {
 		return errors.New("--journal and the shared queues (--nats, --nats-embed) do not go together: JetStream keeps the jobs")
 	}
 	sh := &shared{s: s, fetched: map[string]*fetchedJob{}, fetchers: map[*worker]*fetcher{},
-		nonces: map[string]string{}, dropped: map[string]droppedJob{}, waits: map[peer][]context.CancelFunc{}}
+		nonces: map[string]string{}, dropped: map[string]droppedJob{}, waits: map[peer][]context.CancelFunc{},
+		from: map[*job]peer{}, turn: map[peer]chan struct{}{}}
 	urls := append([]string(nil), sc.URLs...)
 	if sc.Embed != nil {
 		nc := *sc.Embed
@@ -250,11 +253,22 @@ func (sh *shared) submit(js *jobState, j *job, ack func(), reject func(code, msg
 	}
 	cj := cluster.Job{ID: j.ID, Type: j.Type, Priority: int(j.Priority), Arg: json.RawMessage(j.Arg), Retries: retries,
 		Detached: detached, Meta: jobMeta(j), Nonce: nonce}
+	// One submitter's jobs reach the cluster in the order it sent them.
+	p := sh.from[j]
+	delete(sh.from, j)
+	prev := sh.turn[p]
+	mine := make(chan struct{})
+	if p != nil {
+		sh.turn[p] = mine
+	}
 	sh.go_(func() {
 		ctx, cancel := context.WithTimeout(sh.ctx, time.Minute)
-		_, err := sh.c.Submit(ctx, cj)
+		_, err := sh.c.SubmitAfter(ctx, cj, prev, mine)
 		cancel()
 		sh.s.call(func(st *loopState) {
+			if sh.turn[p] == mine {
+				delete(sh.turn, p) // the last one: nothing waits for it
+			}
 			js := &st.jobs
 			j.awaitAck = false
 			if err != nil {
@@ -404,6 +418,7 @@ func (sh *shared) wait(p peer, id string, req json.RawMessage, fail func(code, m
 
 // dropPeer forgets p's cluster waits.
 func (sh *shared) dropPeer(p peer) {
+	delete(sh.turn, p)
 	for _, c := range sh.waits[p] {
 		c()
 	}
