@@ -175,3 +175,29 @@ func TestJsdNatsFlags(t *testing.T) {
 		t.Errorf("status file after the failed start: %s", b)
 	}
 }
+
+// Ids jsd assigns under --nats are unique across its restarts: a detached
+// result of the previous run may still hold "name-...-j1".
+func TestTwoJSDAssignedIDsSurviveRestart(t *testing.T) {
+	t.Parallel()
+	a, b := twoJSD(t)
+	run := func(d *daemon) string {
+		r := runIn(t, baseEnv(d.dir), "", 20*time.Second, bin("jsrun"), "--type", "idle", "--detach", "--", "true")
+		if r.code != 0 {
+			t.Fatalf("detach: %d %s", r.code, r.stderr)
+		}
+		return strings.TrimSpace(r.stdout)
+	}
+	first := run(b)
+	if !strings.HasPrefix(first, "b-") || !strings.HasSuffix(first, "-j1") {
+		t.Fatalf("assigned id %q, want b-BOOT-j1", first)
+	}
+	args := b.cmd.Args[1:]
+	b.stop()
+	b2 := startJSDIn(t, b.dir, args[2:]...) // the same flags after --dir DIR
+	second := run(b2)
+	if second == first || !strings.HasSuffix(second, "-j1") {
+		t.Fatalf("after a restart: %q (before %q)", second, first)
+	}
+	_ = a
+}

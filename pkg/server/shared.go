@@ -62,6 +62,7 @@ type shared struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 	beat time.Duration // InProgress period
+	boot string        // this run of jsd, in the ids it assigns
 
 	fetched  map[string]*fetchedJob        // mu: jobs local workers run, by id
 	fetchers map[*worker]*fetcher          // mu
@@ -144,6 +145,7 @@ func (s *Server) startShared() error {
 	}
 	sh.c = c
 	sh.beat = max(c.AckWait()/3, 100*time.Millisecond)
+	sh.boot = nuid.Next()[:6] // the random prefix of this process's NUIDs
 	sh.ctx, sh.stop = context.WithCancel(context.Background())
 	s.log.Printf("job queues shared through NATS JetStream as %q (nats-server %s, %d replica(s))", c.Name(), c.ServerVersion(), c.Replicas())
 	s.sh = sh
@@ -211,9 +213,11 @@ func (sh *shared) go_(f func()) {
 	go func() { defer sh.wg.Done(); f() }()
 }
 
-// autoID names a job submitted without an id: unique cluster-wide.
+// autoID names a job submitted without an id: unique cluster-wide, and
+// across restarts of this jsd (a detached result of an earlier run may
+// still hold its id): name-boot-jN.
 func (sh *shared) autoID(seq uint64) string {
-	return sh.c.Name() + "-j" + strconv.FormatUint(seq, 10)
+	return sh.c.Name() + "-" + sh.boot + "-j" + strconv.FormatUint(seq, 10)
 }
 
 // meta carries what the cluster need not know: the protocol and whether
