@@ -445,14 +445,9 @@ func retry(ctx context.Context, what string, f func(context.Context) error) erro
 			return fmt.Errorf("cluster: waiting for %s: %w", what, err)
 		}
 		last = err
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("cluster: waiting for %s: %w (last: %v)", what, ctx.Err(), last)
-		case <-t.C:
+		if err := pause(ctx, &wait); err != nil {
+			return fmt.Errorf("cluster: waiting for %s: %w (last: %v)", what, err, last)
 		}
-		wait = min(2*wait, 500*time.Millisecond)
 	}
 }
 
@@ -473,4 +468,18 @@ func notReady(err error) bool {
 		return api.Code == 503
 	}
 	return false
+}
+
+// pause is the back-off of the retry loops: it sleeps *wait (or until ctx
+// ends: its error), then doubles *wait up to 500 ms.
+func pause(ctx context.Context, wait *time.Duration) error {
+	t := time.NewTimer(*wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
+	*wait = min(2**wait, 500*time.Millisecond)
+	return nil
 }

@@ -449,14 +449,9 @@ func (c *Cluster) cas(ctx context.Context, key string, r *record, rev uint64, tt
 			}
 			// Still at rev (or the leader has not applied it yet): again.
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return 0, ctx.Err()
-		case <-t.C:
+		if err := pause(ctx, &wait); err != nil {
+			return 0, err
 		}
-		wait = min(2*wait, 500*time.Millisecond)
 	}
 }
 
@@ -478,14 +473,9 @@ func (c *Cluster) create(ctx context.Context, key string, val []byte) (uint64, e
 		if err == nil || !notReady(err) || ctx.Err() != nil {
 			return rev, err
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return 0, ctx.Err()
-		case <-t.C:
+		if err := pause(ctx, &wait); err != nil {
+			return 0, err
 		}
-		wait = min(2*wait, 500*time.Millisecond)
 	}
 }
 

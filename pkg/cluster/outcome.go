@@ -147,13 +147,7 @@ func (c *Cluster) route(ctx context.Context, r *record) error {
 			c.logf("%v", err)
 			return err
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-pctx.Done():
-			t.Stop()
-		case <-t.C:
-		}
-		wait = min(2*wait, 500*time.Millisecond)
+		_ = pause(pctx, &wait)
 	}
 }
 
@@ -453,14 +447,9 @@ func (c *Cluster) take(ctx context.Context, bucket, key string, rev uint64) (boo
 			}
 			return false, fmt.Errorf("cluster: take %s of %s: %w", key, bucket, gerr)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return false, ctx.Err()
-		case <-t.C:
+		if err := pause(ctx, &wait); err != nil {
+			return false, err
 		}
-		wait = min(2*wait, 500*time.Millisecond)
 	}
 }
 
