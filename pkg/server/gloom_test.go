@@ -551,7 +551,6 @@ func (n *nativePeer) expectCmd(cmd string) map[string]json.RawMessage {
 // the order of the requests, and a result after its ok.
 func TestGloomRepliesInOrderWithJournal(t *testing.T) {
 	s := startTestServer(t, func(c *Config) { c.Journal = filepath.Join(t.TempDir(), "jobs.db") })
-	slave := slaveJoin(t, s.testAddr(), "j")
 	master := dialGloom(t, s.testAddr())
 	var batch []byte
 	for _, js := range []string{
@@ -563,16 +562,20 @@ func TestGloomRepliesInOrderWithJournal(t *testing.T) {
 		batch = append(binary.BigEndian.AppendUint32(batch, uint32(len(js))), js...)
 	}
 	master.sendRaw(batch)
+	// The replies in the order of the frames, each ok once its job is on
+	// disk. (The slave joins after them: had it answered A first, the
+	// second A could have been taken as a new job.)
+	master.expect(`{"ok":true,"id":"A"}`)
+	master.expect(`{"error":"id_exists","reason":"A"}`)
+	master.expect(`{"error":"missing_field","reason":"action"}`)
+	master.expect(`{"ok":true,"id":"B"}`)
+	slave := slaveJoin(t, s.testAddr(), "j")
 	slave.expect(`{"action":"job","id":"A","type":"j","body":1}`)
 	slave.send(`{"action":"respond","body":"a"}`)
 	slave.expect(`{"ok":true}`)
 	slave.expect(`{"action":"job","id":"B","type":"j","body":3}`)
 	slave.send(`{"action":"respond","body":"b"}`)
 	slave.expect(`{"ok":true}`)
-	master.expect(`{"ok":true,"id":"A"}`)
-	master.expect(`{"error":"id_exists","reason":"A"}`)
-	master.expect(`{"error":"missing_field","reason":"action"}`)
-	master.expect(`{"ok":true,"id":"B"}`)
 	// Results come after their own ok; A's may come before B's ok.
 	got := map[string]bool{}
 	for i := 0; i < 2; i++ {
