@@ -153,7 +153,10 @@ type Cluster struct {
 	stop        context.CancelFunc
 	lostDone    chan struct{}
 	keptDone    chan struct{}
-	reconnected chan struct{} // signalled by each reconnect to NATS
+	peersDone   chan struct{}
+	peerMu      sync.Mutex
+	peerSeen    map[string]Peer // by key, as the watch of JS_PEERS last saw them
+	reconnected chan struct{}   // signalled by each reconnect to NATS
 }
 
 // VersionError is Connect's refusal of a server older than MinServerVersion.
@@ -344,6 +347,9 @@ func (c *Cluster) start(ctx context.Context) error {
 	go c.lostLoop(lctx, lost)
 	c.keptDone = make(chan struct{})
 	go c.keptLoop(lctx)
+	c.peerSeen = map[string]Peer{}
+	c.peersDone = make(chan struct{})
+	go c.peersLoop(lctx)
 	return nil
 }
 
@@ -354,6 +360,7 @@ func (c *Cluster) Close() {
 		c.stop()
 		<-c.lostDone
 		<-c.keptDone
+		<-c.peersDone
 	}
 	for _, s := range c.subs {
 		_ = s.Unsubscribe()

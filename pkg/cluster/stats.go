@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -84,27 +83,49 @@ func (c *Cluster) Announce(ctx context.Context, p Peer) error {
 }
 
 // Peers lists the jsds that announced themselves within PeerTTL, by name.
+// It reads what a watch of the peers bucket keeps here: no request per
+// call, and one message per announcement however many jsds ask.
 func (c *Cluster) Peers(ctx context.Context) ([]Peer, error) {
-	l, err := c.peers.ListKeys(ctx)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	var out []Peer
-	for k := range l.Keys() {
-		e, err := c.peers.Get(ctx, k)
-		if err != nil {
-			continue // expired or deleted meanwhile
-		}
-		var p Peer
-		if json.Unmarshal(e.Value(), &p) == nil {
+	cut := time.Now().Add(-PeerTTL)
+	c.peerMu.Lock()
+	out := make([]Peer, 0, len(c.peerSeen))
+	for _, p := range c.peerSeen {
+		if p.Seen.After(cut) { // an expired announcement leaves no marker
 			out = append(out, p)
 		}
 	}
+	c.peerMu.Unlock()
 	slices.SortFunc(out, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
 	return out, ctx.Err()
+}
+
+// peersLoop keeps peerSeen up to date from a watch of the peers bucket,
+// watching again after a failure.
+func (c *Cluster) peersLoop(ctx context.Context) {
+	defer close(c.peersDone)
+	wait := 20 * time.Millisecond
+	for ctx.Err() == nil {
+		w, err := c.peers.WatchAll(ctx)
+		if err == nil {
+			for e := range w.Updates() {
+				if e == nil {
+					continue // the current values have been sent
+				}
+				var p Peer
+				c.peerMu.Lock()
+				if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &p) == nil {
+					c.peerSeen[e.Key()] = p
+				} else {
+					delete(c.peerSeen, e.Key())
+				}
+				c.peerMu.Unlock()
+			}
+			_ = w.Stop()
+		} else if ctx.Err() == nil {
+			c.logf("cluster: watch the peers: %v", err)
+		}
+		_ = pause(ctx, &wait)
+	}
 }
 
 // JobStatus is a live job as the cluster knows it.

@@ -180,7 +180,7 @@ func TestJsdNatsFlags(t *testing.T) {
 // result of the previous run may still hold "name-...-j1".
 func TestTwoJSDAssignedIDsSurviveRestart(t *testing.T) {
 	t.Parallel()
-	a, b := twoJSD(t)
+	_, b := twoJSD(t)
 	run := func(d *daemon) string {
 		r := runIn(t, baseEnv(d.dir), "", 20*time.Second, bin("jsrun"), "--type", "idle", "--detach", "--", "true")
 		if r.code != 0 {
@@ -199,5 +199,4 @@ func TestTwoJSDAssignedIDsSurviveRestart(t *testing.T) {
 	if second == first || !strings.HasSuffix(second, "-j1") {
 		t.Fatalf("after a restart: %q (before %q)", second, first)
 	}
-	_ = a
 }
