@@ -1,6 +1,7 @@
 // Package cmdline is what the four binaries share about the command line:
-// parsing with kong without exiting from inside, and errors shown as
-// "TOOL: error: ..." with an optional "TOOL: hint: ..." line.
+// their standard streams, and errors shown as "TOOL: error: ..." with an
+// optional "TOOL: hint: ..." line and an exit code. (Parsing with kong is
+// pkg/cli/kongparse: jsrun parses its own and must not link kong.)
 package cmdline
 
 import (
@@ -8,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-
-	"github.com/alecthomas/kong"
 )
 
 // Stdio are a tool's standard streams.
@@ -55,38 +54,4 @@ func Report(stderr io.Writer, tool string, err error, fallback int) int {
 		}
 	}
 	return fallback
-}
-
-type exitCode int
-
-// Parse parses args into cli with kong. It returns done=true with the exit
-// code when kong has answered by itself (--help, --version) or the command
-// line is wrong (usage: printed with a hint, code usageCode).
-func Parse(tool string, cli any, args []string, stdio Stdio, usageCode int, opts ...kong.Option) (ctx *kong.Context, code int, done bool) {
-	opts = append([]kong.Option{
-		kong.Name(tool),
-		kong.Writers(stdio.Out, stdio.Err),
-		kong.Exit(func(c int) { panic(exitCode(c)) }),
-		kong.UsageOnError(),
-	}, opts...)
-	defer func() {
-		if r := recover(); r != nil {
-			c, ok := r.(exitCode)
-			if !ok {
-				panic(r)
-			}
-			ctx, code, done = nil, int(c), true
-		}
-	}()
-	parser, err := kong.New(cli, opts...)
-	if err != nil {
-		return nil, Report(stdio.Err, tool, err, 70), true
-	}
-	ctx, err = parser.Parse(args)
-	if err != nil {
-		fmt.Fprintf(stdio.Err, "%s: error: %v\n", tool, err)
-		fmt.Fprintf(stdio.Err, "%s: hint: run '%s --help' for usage\n", tool, tool)
-		return nil, usageCode, true
-	}
-	return ctx, 0, false
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/js-toolkit/js/pkg/cli/cmdline"
+	"github.com/js-toolkit/js/pkg/cli/kongparse"
 	"github.com/js-toolkit/js/pkg/client"
 	"github.com/js-toolkit/js/pkg/rundir"
 	"github.com/js-toolkit/js/pkg/status"
@@ -93,7 +94,7 @@ func (e *env) dial() (*client.Conn, error) {
 // Main runs jsctl and returns its exit code.
 func Main(args []string, stdio cmdline.Stdio) int {
 	var cli CLI
-	ctx, code, done := cmdline.Parse("jsctl", &cli, args, stdio, ExitUsage,
+	ctx, code, done := kongparse.Parse("jsctl", &cli, args, stdio, ExitUsage,
 		kong.Description(description), kong.Vars{"version": "jsctl " + version.Version})
 	if done {
 		return code

@@ -18,6 +18,7 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/js-toolkit/js/pkg/cli/cmdline"
+	"github.com/js-toolkit/js/pkg/cli/kongparse"
 	"github.com/js-toolkit/js/pkg/cluster"
 	"github.com/js-toolkit/js/pkg/rundir"
 	"github.com/js-toolkit/js/pkg/server"
@@ -84,7 +85,7 @@ the directory, 64 bad flags.`
 // Main runs jsd and returns its exit code.
 func Main(args []string, stdio cmdline.Stdio) int {
 	var cli CLI
-	_, code, done := cmdline.Parse("jsd", &cli, joinPortRange(args), stdio, ExitUsage,
+	_, code, done := kongparse.Parse("jsd", &cli, joinPortRange(args), stdio, ExitUsage,
 		kong.Description(description), kong.Vars{"version": "jsd " + version.Version})
 	if done {
 		if code == ExitUsage {

@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/alecthomas/kong"
 	"github.com/js-toolkit/js/pkg/cli/cmdline"
 	"github.com/js-toolkit/js/pkg/cli/outcome"
 	"github.com/js-toolkit/js/pkg/jobserver"
@@ -50,7 +49,7 @@ type CLI struct {
 	Gate           string           `help:"Admit only while the shell command CMD exits 0." placeholder:"CMD"`
 	Env            []string         `help:"Set K=V in the command's environment (repeatable, applied in order with --unset)." sep:"none" placeholder:"K=V"`
 	Unset          []string         `help:"Remove K from the command's environment (repeatable)." sep:"none" placeholder:"K"`
-	Version        kong.VersionFlag `help:"Print the version and exit."`
+	Version        bool             `help:"Print the version and exit."`
 
 	Type     string `help:"Ship the command to a worker serving this job type instead of running it here; jsrun prints its output and exits with its status." placeholder:"T" group:"Remote jobs (--type)"`
 	Priority int    `help:"Job priority: higher runs first." group:"Remote jobs (--type)" placeholder:"P"`
@@ -82,20 +81,24 @@ cancelled (--type), 126 command not runnable, 127 command not found.`
 
 // Main runs jsrun and returns its exit code.
 func Main(args []string, stdio cmdline.Stdio) int {
-	var cli CLI
-	var code int
-	if !quickParse(&cli, args) {
-		var done bool
-		_, code, done = cmdline.Parse("jsrun", &cli, args, stdio, ExitUsage,
-			kong.Description(description), kong.Vars{"version": "jsrun " + version.Version})
-		if done {
-			return code
-		}
+	cli, act, err := parseArgs(args)
+	switch {
+	case err != nil:
+		fmt.Fprintf(stdio.Err, "jsrun: error: %v\n", err)
+		fmt.Fprintf(stdio.Err, "jsrun: hint: run 'jsrun --help' for usage\n")
+		return ExitUsage
+	case act == actHelp:
+		fmt.Fprint(stdio.Out, helpText)
+		return 0
+	case act == actVersion:
+		fmt.Fprintf(stdio.Out, "jsrun %s\n", version.Version)
+		return 0
 	}
 	r, err := newRun(&cli, args, stdio)
 	if err != nil {
 		return cmdline.Report(stdio.Err, "jsrun", err, ExitUsage)
 	}
+	var code int
 	if cli.Type != "" {
 		code, err = r.remote()
 	} else {
@@ -105,25 +108,6 @@ func Main(args []string, stdio cmdline.Stdio) int {
 		return cmdline.Report(stdio.Err, "jsrun", err, ExitInternal)
 	}
 	return code
-}
-
-// quickParse reads the most common command lines, `jsrun -- CMD ...` and
-// `jsrun --exec -- CMD ...`, without kong's reflection (a third of a
-// millisecond per command, in a tool run thousands of times by make). It
-// fills cli exactly as kong would (TestQuickParseMatchesKong) and reports
-// false for anything else.
-func quickParse(cli *CLI, args []string) bool {
-	i := 0
-	exec := false
-	if len(args) > 0 && args[0] == "--exec" {
-		exec, i = true, 1
-	}
-	if len(args) < i+2 || args[i] != "--" {
-		return false
-	}
-	*cli = CLI{Slots: 1, Timeout: -1, JobserverStyle: "pipe", Pdeathsig: "KILL", Exec: exec,
-		Command: append([]string{"--"}, args[i+1:]...)}
-	return true
 }
 
 // run is one jsrun invocation.

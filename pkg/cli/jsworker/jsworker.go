@@ -12,6 +12,7 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/js-toolkit/js/pkg/cli/cmdline"
+	"github.com/js-toolkit/js/pkg/cli/kongparse"
 	"github.com/js-toolkit/js/pkg/client"
 	"github.com/js-toolkit/js/pkg/rundir"
 	"github.com/js-toolkit/js/pkg/version"
@@ -58,7 +59,7 @@ Exit codes: 0 drained, 1 refused by jsd (e.g. wrong token), 64 usage.`
 // Main runs jsworker and returns its exit code.
 func Main(args []string, stdio cmdline.Stdio) int {
 	var cli CLI
-	_, code, done := cmdline.Parse("jsworker", &cli, args, stdio, ExitUsage,
+	_, code, done := kongparse.Parse("jsworker", &cli, args, stdio, ExitUsage,
 		kong.Description(description), kong.Vars{"version": "jsworker " + version.Version})
 	if done {
 		return code
