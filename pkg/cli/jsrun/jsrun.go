@@ -36,20 +36,20 @@ const (
 
 // CLI are jsrun's flags.
 type CLI struct {
-	Dir            string           `help:"jsd's runtime directory (default: $JS_DIR, else $XDG_RUNTIME_DIR/js, else /tmp/js-$UID)." placeholder:"DIR"`
-	Socket         string           `help:"jsd's unix socket, when jsd was started with --socket (default: DIR/jsd.sock)." placeholder:"PATH"`
-	Slots          int              `help:"Slots this command needs (a weighted job)." default:"1" placeholder:"K"`
-	Timeout        float64          `help:"Seconds to wait for the slots; 0: do not wait; negative: wait forever. On expiry jsrun exits 75 and runs nothing." default:"-1" placeholder:"SECONDS"`
-	NoAutostart    bool             `help:"Do not start a jsd when none is reachable."`
-	JobserverStyle string           `help:"How the pool is passed in MAKEFLAGS: pipe (--jobserver-auth=R,W: make 4.3, cargo, rustc, gcc) or fifo (--jobserver-auth=fifo:PATH: ninja, make >= 4.4)." enum:"pipe,fifo" default:"pipe"`
-	Pdeathsig      string           `help:"Signal the command gets if jsrun dies." default:"KILL" placeholder:"SIG"`
-	Exec           bool             `help:"Replace jsrun by the command (exec in place, no fork): the fastest way, for short commands. The slot is held by the command's descriptor on jsd's socket, so it is freed when the command and every descendant that inherited it (a daemon it starts) have exited."`
-	MinFreeMem     string           `help:"Admit only while MemAvailable is at least SIZE (e.g. 512M, 2G)." placeholder:"SIZE"`
-	MaxLoad        float64          `help:"Admit only while the 1-minute load average is at most LOAD." placeholder:"LOAD"`
-	Gate           string           `help:"Admit only while the shell command CMD exits 0." placeholder:"CMD"`
-	Env            []string         `help:"Set K=V in the command's environment (repeatable, applied in order with --unset)." sep:"none" placeholder:"K=V"`
-	Unset          []string         `help:"Remove K from the command's environment (repeatable)." sep:"none" placeholder:"K"`
-	Version        bool             `help:"Print the version and exit."`
+	Dir            string   `help:"jsd's runtime directory (default: $JS_DIR, else $XDG_RUNTIME_DIR/js, else /tmp/js-$UID)." placeholder:"DIR"`
+	Socket         string   `help:"jsd's unix socket, when jsd was started with --socket (default: DIR/jsd.sock)." placeholder:"PATH"`
+	Slots          int      `help:"Slots this command needs (a weighted job)." default:"1" placeholder:"K"`
+	Timeout        float64  `help:"Seconds to wait for the slots; 0: do not wait; negative: wait forever. On expiry jsrun exits 75 and runs nothing." default:"-1" placeholder:"SECONDS"`
+	NoAutostart    bool     `help:"Do not start a jsd when none is reachable."`
+	JobserverStyle string   `help:"How the pool is passed in MAKEFLAGS: pipe (--jobserver-auth=R,W: make 4.3, cargo, rustc, gcc) or fifo (--jobserver-auth=fifo:PATH: ninja, make >= 4.4)." enum:"pipe,fifo" default:"pipe"`
+	Pdeathsig      string   `help:"Signal the command gets if jsrun dies." default:"KILL" placeholder:"SIG"`
+	Exec           bool     `help:"Replace jsrun by the command (exec in place, no fork): the fastest way, for short commands. The slot is held by the command's descriptor on jsd's socket, so it is freed when the command and every descendant that inherited it (a daemon it starts) have exited."`
+	MinFreeMem     string   `help:"Admit only while MemAvailable is at least SIZE (e.g. 512M, 2G)." placeholder:"SIZE"`
+	MaxLoad        float64  `help:"Admit only while the 1-minute load average is at most LOAD." placeholder:"LOAD"`
+	Gate           string   `help:"Admit only while the shell command CMD exits 0." placeholder:"CMD"`
+	Env            []string `help:"Set K=V in the command's environment (repeatable, applied in order with --unset)." sep:"none" placeholder:"K=V"`
+	Unset          []string `help:"Remove K from the command's environment (repeatable)." sep:"none" placeholder:"K"`
+	Version        bool     `help:"Print the version and exit."`
 
 	Type     string `help:"Ship the command to a worker serving this job type instead of running it here; jsrun prints its output and exits with its status." placeholder:"T" group:"Remote jobs (--type)"`
 	Priority int    `help:"Job priority: higher runs first." group:"Remote jobs (--type)" placeholder:"P"`
