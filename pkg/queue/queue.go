@@ -1,11 +1,14 @@
 // Package queue holds jobs waiting for a worker: one queue per job type,
 // highest priority first, FIFO (by arrival sequence, not a clock) among
 // equal priorities. Store is the interface jsd's scheduler uses; Memory is
-// the embedded default. A journal and a multi-host backend implement the
-// same interface.
+// the embedded default.
+//
+// A million queued jobs must fit in little memory, so Memory keeps each one
+// as a fixed-size record in a pointer-free slab (64 bytes), its id and arg
+// in a pointer-free blob arena, and finds it by id through an open-addressed
+// table of 4-byte references. The garbage collector has next to nothing to
+// scan in it, and nothing is allocated per job.
 package queue
-
-import "container/heap"
 
 // State is where a job is in its life. A job ends exactly once, in one of
 // Done, Failed, Cancelled or Lost.
@@ -42,8 +45,8 @@ func ParseState(name string) (State, bool) {
 // Ended reports whether s is a final state.
 func (s State) Ended() bool { return s >= Done }
 
-// Job is one unit of work, kept compact: a million queued jobs must fit in
-// a few hundred MB. The scheduler owns it; the store only orders queued ones.
+// Job is the scheduler's view of one unit of work. The scheduler owns it;
+// the store copies what it needs when the job is pushed.
 type Job struct {
 	ID       string // canonical id: a JSON string's value, or a number's text
 	Type     string
@@ -52,7 +55,7 @@ type Job struct {
 	Priority int32
 	Retries  int32 // requeues allowed after a worker dies mid-job (<0: unbounded)
 	Attempts int32 // times it was handed to a worker
-	index    int32 // position in its type's heap, -1 when not queued
+	Ref      Ref   // its place in the store while queued, else 0
 	State    State
 	NumID    bool // the id was a JSON number (echoed back as one)
 
@@ -61,87 +64,51 @@ type Job struct {
 	Ended     int64
 }
 
+// Ref is a queued job's place in a store; 0 is none. It is valid from the
+// Push that returned it until the job leaves the store (Remove).
+type Ref uint32
+
+// Owner is who a queued job belongs to, as a small number the scheduler
+// hands out (0: nobody); the store keeps each owner's jobs in a list.
+type Owner uint32
+
 // Store is the queued jobs, per type.
 type Store interface {
-	// Push queues j (again, after a requeue: it keeps its Seq).
-	Push(j *Job)
-	// Peek returns the next job of a type without removing it.
-	Peek(typ string) *Job
-	// Pop removes and returns the next job of a type, nil when empty.
-	Pop(typ string) *Job
-	// Remove takes a queued job out; false when it was not queued.
-	Remove(j *Job) bool
-	// Len is how many jobs of a type are queued.
+	// Push queues j (again, after a requeue: it keeps its Seq) for owner,
+	// with a byte of the scheduler's own (tag). With data false the store
+	// keeps only the job's place in the order: the scheduler holds the job
+	// itself, and Find and Load do not know it.
+	Push(j *Job, owner Owner, tag uint8, data bool) Ref
+	// Keep adds the data of a job pushed without it (j.Ref is its place).
+	Keep(j *Job)
+	// Peek returns the next job of a type without removing it (0: none).
+	Peek(typ string) Ref
+	// Before reports whether queued job a runs before b.
+	Before(a, b Ref) bool
+	// Remove takes a queued job out and returns its owner.
+	Remove(r Ref) Owner
+	// Load fills j with a queued job kept with its data (ID, Type, Arg,
+	// Seq, Priority, Retries, Attempts, NumID, Submitted, Ref) and returns
+	// its owner and tag.
+	Load(r Ref, j *Job) (Owner, uint8)
+	// Find returns the queued job with that id kept with its data, or 0.
+	Find(id string) Ref
+	// Submitted is when a queued job was submitted.
+	Submitted(r Ref) int64
+	// Len is how many jobs of a type are queued; Total of all types.
 	Len(typ string) int
+	Total() int
 	// Types lists the types with queued jobs.
 	Types() []string
+	// Each calls f for every job queued of a type ("": all), in no order;
+	// f must not change the store.
+	Each(typ string, f func(Ref))
+	// OwnerFirst is one of owner's queued jobs (0: none); OwnerLen how many.
+	OwnerFirst(o Owner) Ref
+	OwnerLen(o Owner) int
 }
 
-// Memory is the in-memory store.
-type Memory struct {
-	seq    uint64
-	queues map[string]*jobHeap
-}
-
-// NewMemory returns an empty in-memory store.
-func NewMemory() *Memory { return &Memory{queues: map[string]*jobHeap{}} }
-
-func (m *Memory) Push(j *Job) {
-	if j.Seq == 0 {
-		m.seq++
-		j.Seq = m.seq
-	}
-	h := m.queues[j.Type]
-	if h == nil {
-		h = &jobHeap{}
-		m.queues[j.Type] = h
-	}
-	heap.Push(h, j)
-}
-
-func (m *Memory) Peek(typ string) *Job {
-	h := m.queues[typ]
-	if h == nil || len(*h) == 0 {
-		return nil
-	}
-	return (*h)[0]
-}
-
-func (m *Memory) Pop(typ string) *Job {
-	h := m.queues[typ]
-	if h == nil || len(*h) == 0 {
-		return nil
-	}
-	return heap.Pop(h).(*Job)
-}
-
-func (m *Memory) Remove(j *Job) bool {
-	h := m.queues[j.Type]
-	if h == nil || j.index < 0 || int(j.index) >= len(*h) || (*h)[j.index] != j {
-		return false
-	}
-	heap.Remove(h, int(j.index))
-	return true
-}
-
-func (m *Memory) Len(typ string) int {
-	if h := m.queues[typ]; h != nil {
-		return len(*h)
-	}
-	return 0
-}
-
-func (m *Memory) Types() []string {
-	out := make([]string, 0, len(m.queues))
-	for t, h := range m.queues {
-		if len(*h) > 0 {
-			out = append(out, t)
-		} else if cap(*h) > 1024 {
-			delete(m.queues, t) // give a drained big queue's memory back
-		}
-	}
-	return out
-}
+var _ Store = (*Memory)(nil)
 
 // Before reports whether a runs before b: higher priority, then earlier.
 func Before(a, b *Job) bool {
@@ -149,27 +116,4 @@ func Before(a, b *Job) bool {
 		return a.Priority > b.Priority
 	}
 	return a.Seq < b.Seq
-}
-
-type jobHeap []*Job
-
-func (h jobHeap) Len() int           { return len(h) }
-func (h jobHeap) Less(i, j int) bool { return Before(h[i], h[j]) }
-func (h jobHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = int32(i), int32(j)
-}
-func (h *jobHeap) Push(x any) {
-	j := x.(*Job)
-	j.index = int32(len(*h))
-	*h = append(*h, j)
-}
-func (h *jobHeap) Pop() any {
-	old := *h
-	n := len(old)
-	j := old[n-1]
-	old[n-1] = nil
-	j.index = -1
-	*h = old[:n-1]
-	return j
 }

@@ -264,7 +264,7 @@ func (st *loopState) releaseHTTP(p *httpPeer) {
 		st.clients--
 	}
 	js := &st.jobs
-	if js.owned[p] != nil || js.waits[p] != nil {
+	if js.owns(p) || js.waits[p] != nil {
 		js.dropPeer(p)
 	}
 	if p.waitID != "" {
@@ -577,7 +577,7 @@ func (h *httpHandlers) get(w http.ResponseWriter, r *http.Request) {
 	p := newHTTPPeer()
 	rep, ok := ask(h.a, func(st *loopState) getReply {
 		js := &st.jobs
-		if j := js.live[id]; j != nil && !j.gone {
+		if j := js.lookup(id); j != nil && !j.gone {
 			if !wantWait {
 				v := jobView(j)
 				return getReply{view: &v}

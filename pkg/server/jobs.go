@@ -51,8 +51,11 @@ type outcome struct {
 
 // job is the scheduler's record of one job.
 //
-// It is kept small (a million queued jobs must fit): the rarely used parts
-// hang off pointers.
+// A queued job has no job record as a rule: the store keeps it, compact and
+// pointer-free (a million queued jobs must fit), and a record is made when it
+// leaves the store or someone asks for it by id (lookup). Only a queued job
+// that holds what the store cannot (waiters, an acknowledgement pending, a
+// past attempt) keeps its record while queued, in jobState.qhot.
 type job struct {
 	queue.Job
 	proto    proto
@@ -65,13 +68,20 @@ type job struct {
 	waiters  *[]jobWaiter // who waits for it besides its submitter
 	afterAck func()       // its outcome, held until the acknowledgement is out
 
-	onext, oprev *job // its submitter's other jobs (jobState.owned)
+	onext, oprev *job // its submitter's other jobs not in the store (jobState.owned)
+}
+
+// coldable reports whether the store may keep j alone while it is queued:
+// it holds nothing the store does not.
+func (j *job) coldable() bool {
+	return j.waiters == nil && !j.awaitAck && j.afterAck == nil && j.out == nil && !j.gone &&
+		j.worker == nil && !j.fetched && j.Attempts == 0 && j.Started == 0
 }
 
 // waitsFor reports whether p still expects an outcome: it owns live jobs or
 // waits for one.
 func (js *jobState) waitsFor(p peer) bool {
-	if js.owned[p] != nil {
+	if js.owns(p) {
 		return true
 	}
 	for _, j := range js.waits[p] {
@@ -82,10 +92,26 @@ func (js *jobState) waitsFor(p peer) bool {
 	return false
 }
 
-// unown takes j off its submitter's list.
-func (js *jobState) unown(j *job) {
+// owns reports whether p submitted jobs that have not ended.
+func (js *jobState) owns(p peer) bool {
+	return js.owned[p] != nil || js.store.OwnerLen(js.ownerIDs[p]) > 0
+}
+
+// own puts j on its submitter's list (of jobs not in the store).
+func (js *jobState) own(j *job) {
 	if j.owner == nil {
 		return
+	}
+	if head := js.owned[j.owner]; head != nil {
+		j.onext, head.oprev = head, j
+	}
+	js.owned[j.owner] = j
+}
+
+// unown takes j off its submitter's list.
+func (js *jobState) unown(j *job) {
+	if j.owner == nil || j.oprev == nil && js.owned[j.owner] != j {
+		return // not on it
 	}
 	if j.oprev != nil {
 		j.oprev.onext = j.onext
@@ -152,8 +178,12 @@ type worker struct {
 
 // jobState is the job half of the scheduler, guarded by Server.mu.
 type jobState struct {
-	store    queue.Store
-	live     map[string]*job // queued or running (or cancelled, still on its worker)
+	store    *queue.Memory
+	live     map[string]*job // the records of running jobs (or cancelled, still on their workers) and of queued ones in qhot
+	qhot     map[queue.Ref]*job
+	ownerIDs map[peer]queue.Owner // the submitters of jobs in the store, by their number there
+	owners   []peer               // by number; 0 is nobody
+	freeIDs  []queue.Owner
 	workers  map[peer]*worker
 	idle     map[string]*list.List // type -> workers with free capacity, longest idle first
 	owned    map[peer]*job         // a submitter's jobs: the head of a list through job.onext
@@ -183,6 +213,9 @@ const recentJobs = 20
 func (js *jobState) init(deputyRetries int, ttl time.Duration, maxKept int) {
 	js.store = queue.NewMemory()
 	js.live = map[string]*job{}
+	js.qhot = map[queue.Ref]*job{}
+	js.ownerIDs = map[peer]queue.Owner{}
+	js.owners = []peer{nil}
 	js.workers = map[peer]*worker{}
 	js.idle = map[string]*list.List{}
 	js.owned = map[peer]*job{}
@@ -195,7 +228,99 @@ func (js *jobState) init(deputyRetries int, ttl time.Duration, maxKept int) {
 
 // busy reports whether any job is queued or running (for idleness).
 func (js *jobState) busy() bool {
-	return len(js.live) > 0 || js.sh != nil && len(js.sh.fetched) > 0
+	return len(js.live) > 0 || js.store.Total() > 0 || js.sh != nil && len(js.sh.fetched) > 0
+}
+
+// liveCount is how many jobs are queued or running (or cancelled, still on
+// their workers).
+func (js *jobState) liveCount() int {
+	return len(js.live) + js.store.Total() - len(js.qhot)
+}
+
+// exists reports whether a job with that id is queued or running (or
+// cancelled, still on its worker).
+func (js *jobState) exists(id string) bool {
+	return js.live[id] != nil || js.store.Find(id) != 0
+}
+
+// lookup returns the live job with that id, nil if none. A queued job the
+// store keeps alone gets its record (and keeps it while it is queued).
+func (js *jobState) lookup(id string) *job {
+	if j := js.live[id]; j != nil {
+		return j
+	}
+	r := js.store.Find(id)
+	if r == 0 {
+		return nil
+	}
+	j := js.load(r)
+	js.qhot[r] = j
+	return j
+}
+
+// load makes the record of a queued job the store keeps alone.
+func (js *jobState) load(r queue.Ref) *job {
+	j := &job{}
+	o, tag := js.store.Load(r, &j.Job)
+	j.proto, j.owner, j.State = proto(tag), js.owners[o], queue.Queued
+	js.live[j.ID] = j
+	return j
+}
+
+// take removes a queued job from the store and returns its record.
+func (js *jobState) take(r queue.Ref) *job {
+	j := js.qhot[r]
+	if j != nil {
+		delete(js.qhot, r)
+	} else {
+		j = js.load(r)
+	}
+	o := js.store.Remove(r)
+	j.Ref = 0
+	if o != 0 && js.store.OwnerLen(o) == 0 { // its submitter has no more jobs in the store
+		delete(js.ownerIDs, js.owners[o])
+		js.owners[o] = nil
+		js.freeIDs = append(js.freeIDs, o)
+	}
+	js.own(j)
+	return j
+}
+
+// cool leaves a queued job that no longer needs its record to the store.
+func (js *jobState) cool(j *job) {
+	if j.Ref != 0 && js.qhot[j.Ref] == j && j.coldable() {
+		js.store.Keep(&j.Job)
+		delete(js.qhot, j.Ref)
+		delete(js.live, j.ID)
+	}
+}
+
+// dequeue takes j out of the store if it is there.
+func (js *jobState) dequeue(j *job) {
+	if j.Ref != 0 {
+		js.take(j.Ref)
+	}
+}
+
+// ownerID is p's number in the store.
+func (js *jobState) ownerID(p peer) queue.Owner {
+	if p == nil {
+		return 0
+	}
+	if o, ok := js.ownerIDs[p]; ok {
+		return o
+	}
+	var o queue.Owner
+	if n := len(js.freeIDs); n > 0 {
+		o = js.freeIDs[n-1]
+		js.freeIDs = js.freeIDs[:n-1]
+		js.owners[o] = p
+	} else {
+		o = queue.Owner(len(js.owners))
+		js.owners = append(js.owners, p)
+	}
+	js.ownerIDs[p] = o
+	return o
 }
 
 // submission is a job as a protocol adapter hands it in.
@@ -252,15 +377,13 @@ func (js *jobState) submit(p peer, s submission) (*job, string, string) {
 			if js.sh != nil {
 				id = js.sh.autoID(js.seq)
 			}
-			if js.live[id] == nil && js.detached[id] == nil {
+			if !js.exists(id) && js.detached[id] == nil {
 				break
 			}
 		}
-	}
-	if js.live[id] != nil {
+	} else if js.exists(id) {
 		return nil, wire.CodeIDExists, fmt.Sprintf("a job with id %s is queued or running", id)
-	}
-	if old := js.detached[id]; old != nil {
+	} else if js.detached[id] != nil {
 		// An unfetched detached result under that id: the id is not free.
 		return nil, wire.CodeIDExists, fmt.Sprintf("job %s ended and its result waits for 'jsctl wait %s'", id, id)
 	}
@@ -274,10 +397,7 @@ func (js *jobState) submit(p peer, s submission) (*job, string, string) {
 	j.Seq = js.arrival
 	if !s.detach {
 		j.owner = p
-		if head := js.owned[p]; head != nil {
-			j.onext, head.oprev = head, j
-		}
-		js.owned[p] = j
+		js.own(j)
 	}
 	js.live[id] = j
 	js.c.JobsAdded++
@@ -306,7 +426,8 @@ func (js *jobState) typeName(t string) string {
 }
 
 // enqueue puts a submitted or requeued job where it belongs: straight to an
-// idle worker when none of its type waits, else into the store.
+// idle worker when none of its type waits, else into the store (which keeps
+// it alone, without its record, when it may).
 func (js *jobState) enqueue(j *job) {
 	j.State = queue.Queued
 	if js.sh != nil {
@@ -316,7 +437,14 @@ func (js *jobState) enqueue(j *job) {
 		js.assign(l.Front().Value.(*worker), j)
 		return
 	}
-	js.store.Push(&j.Job)
+	js.unown(j) // the store keeps its submitter's queued jobs
+	cold := j.coldable()
+	js.store.Push(&j.Job, js.ownerID(j.owner), uint8(j.proto), cold)
+	if cold {
+		delete(js.live, j.ID)
+	} else {
+		js.qhot[j.Ref] = j
+	}
 }
 
 // assign gives j to w.
@@ -338,17 +466,14 @@ func (js *jobState) assign(w *worker, j *job) {
 }
 
 // best is the next job among w's types: highest priority, then oldest.
-func (js *jobState) best(w *worker) *job {
-	var best *queue.Job
+func (js *jobState) best(w *worker) queue.Ref {
+	var best queue.Ref
 	for _, t := range w.types {
-		if q := js.store.Peek(t); q != nil && (best == nil || queue.Before(q, best)) {
+		if q := js.store.Peek(t); q != 0 && (best == 0 || js.store.Before(q, best)) {
 			best = q
 		}
 	}
-	if best == nil {
-		return nil
-	}
-	return js.live[best.ID]
+	return best
 }
 
 // fill gives w jobs while it has room, and marks it idle when none wait.
@@ -364,13 +489,12 @@ func (js *jobState) fill(w *worker) {
 		return
 	}
 	for len(w.running) < w.capacity {
-		j := js.best(w)
-		if j == nil {
+		r := js.best(w)
+		if r == 0 {
 			js.setIdle(w)
 			return
 		}
-		js.store.Remove(&j.Job)
-		js.assign(w, j)
+		js.assign(w, js.take(r))
 	}
 }
 
@@ -496,6 +620,7 @@ func (js *jobState) finish(j *job, o *outcome) { js.end(j, o, true) }
 // end is finish; keep=false drops the result when nobody is there to take
 // it (its submitter disconnected).
 func (js *jobState) end(j *job, o *outcome, keep bool) {
+	js.dequeue(j) // (a queued job is taken out of the store before it ends)
 	j.State = o.state
 	j.Ended = time.Now().UnixNano()
 	j.out = o
@@ -602,6 +727,7 @@ func (js *jobState) accept(j *job, ack func(), reject func(code, msg string)) {
 				j.afterAck = nil
 				f()
 			}
+			js.cool(j)
 		})
 	})
 }
@@ -677,7 +803,7 @@ func (js *jobState) cancel(id, sig string, ack func(), fail func(code, msg strin
 		js.sh.cancel(id, sig, ack, fail)
 		return "", ""
 	}
-	j := js.live[id]
+	j := js.lookup(id)
 	if j == nil || j.gone {
 		if js.detached[id] != nil || j != nil || js.ended(id) {
 			return wire.CodeEnded, fmt.Sprintf("job %s has ended already", id)
@@ -688,7 +814,7 @@ func (js *jobState) cancel(id, sig string, ack func(), fail func(code, msg strin
 		ack()
 	}
 	if j.State == queue.Queued {
-		js.store.Remove(&j.Job)
+		js.dequeue(j)
 	} else if j.worker != nil && j.worker.canCancel {
 		j.worker.p.sendCancel(j, sig)
 	}
@@ -710,7 +836,7 @@ func (js *jobState) ended(id string) bool {
 // queue, a job this jsd does not hold is waited for in the cluster (fail
 // reports an error later; nil fail: not asked).
 func (js *jobState) wait(p peer, id string, req json.RawMessage, fail func(code, msg string)) (string, string) {
-	if j := js.live[id]; j != nil && !j.gone {
+	if j := js.lookup(id); j != nil && !j.gone {
 		j.addWaiter(p, req)
 		js.waits[p] = append(js.waits[p], j)
 		return "", ""
@@ -741,22 +867,17 @@ func (js *jobState) wait(p peer, id string, req json.RawMessage, fail func(code,
 // as a worker, the jobs it ran are requeued or lost; as a waiter, it waits
 // no more.
 func (js *jobState) dropPeer(p peer) {
+	// Its jobs in the store, one at a time (there may be a million: no
+	// records for all of them at once).
+	for o := js.ownerIDs[p]; o != 0 && js.store.OwnerLen(o) > 0; {
+		js.dropOwned(p, js.take(js.store.OwnerFirst(o)))
+	}
 	var mine []*job
 	for j := js.owned[p]; j != nil; j = j.onext {
 		mine = append(mine, j)
 	}
 	for _, j := range mine {
-		js.unown(j)
-		j.owner = nil
-		if js.sh != nil {
-			js.sh.gaveUp(j)
-		} else if j.State == queue.Queued {
-			js.store.Remove(&j.Job)
-		} else if j.worker != nil && j.worker.canCancel {
-			j.worker.p.sendCancel(j, "TERM")
-		}
-		j.dropWaiter(p)
-		js.finishQuietly(j)
+		js.dropOwned(p, j)
 	}
 	for _, j := range js.waits[p] {
 		j.dropWaiter(p)
@@ -800,6 +921,20 @@ func (js *jobState) dropPeer(p peer) {
 	}
 }
 
+// dropOwned ends j, whose submitter p disconnected.
+func (js *jobState) dropOwned(p peer, j *job) {
+	js.dequeue(j)
+	js.unown(j)
+	j.owner = nil
+	if js.sh != nil {
+		js.sh.gaveUp(j)
+	} else if j.worker != nil && j.worker.canCancel {
+		j.worker.p.sendCancel(j, "TERM")
+	}
+	j.dropWaiter(p)
+	js.finishQuietly(j)
+}
+
 // abandon ends every live job as lost (jsd is stopping).
 func (js *jobState) abandon(why string) {
 	for _, j := range js.live {
@@ -812,7 +947,7 @@ func (js *jobState) abandon(why string) {
 			continue
 		}
 		if j.State == queue.Queued {
-			js.store.Remove(&j.Job)
+			js.dequeue(j)
 		}
 		if j.worker != nil {
 			delete(j.worker.running, j.ID)
@@ -820,6 +955,11 @@ func (js *jobState) abandon(why string) {
 			j.worker = nil
 		}
 		js.finish(j, &outcome{state: queue.Lost, err: why})
+	}
+	for _, t := range js.store.Types() { // the queued jobs the store kept alone
+		for r := js.store.Peek(t); r != 0; r = js.store.Peek(t) {
+			js.finish(js.take(r), &outcome{state: queue.Lost, err: why})
+		}
 	}
 }
 
@@ -879,8 +1019,8 @@ func (js *jobState) queuesView(now time.Time) []status.Queue {
 	out := make([]status.Queue, 0, len(types))
 	for t := range types {
 		q := status.Queue{Type: t, Queued: js.store.Len(t), Running: js.running[t], Workers: workersOf[t]}
-		if next := js.store.Peek(t); next != nil {
-			q.NextWaitingMS = now.Sub(time.Unix(0, next.Submitted)).Milliseconds()
+		if next := js.store.Peek(t); next != 0 {
+			q.NextWaitingMS = now.Sub(time.Unix(0, js.store.Submitted(next))).Milliseconds()
 		}
 		if sq, ok := shared[t]; ok {
 			q.Queued, q.Running = sq.Queued, sq.Running
@@ -949,10 +1089,19 @@ func (js *jobState) list(typ string, state string) []status.Job {
 			out = append(out, jobView(j))
 		}
 	}
+	if state == "" || state == queue.Queued.String() {
+		js.store.Each(typ, func(r queue.Ref) {
+			if js.qhot[r] == nil {
+				j := job{Job: queue.Job{State: queue.Queued}}
+				js.store.Load(r, &j.Job)
+				out = append(out, jobView(&j))
+			}
+		})
+	}
 	seen := map[string]bool{}
 	for i := len(js.recent) - 1; i >= 0; i-- {
 		j := js.recent[i]
-		if !seen[j.ID] && js.live[j.ID] == nil && keep(j) {
+		if !seen[j.ID] && !js.exists(j.ID) && keep(j) {
 			seen[j.ID] = true
 			out = append(out, jobView(j))
 		}

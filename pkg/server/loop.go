@@ -478,7 +478,7 @@ func (st *loopState) metrics() *metrics.Snapshot {
 	for _, n := range st.jobs.running {
 		c.JobsRunning += n
 	}
-	c.JobsQueued = max(len(st.jobs.live)-c.JobsRunning, 0) // shared queues: this jsd's submitters' jobs not running here
+	c.JobsQueued = max(st.jobs.liveCount()-c.JobsRunning, 0) // shared queues: this jsd's submitters' jobs not running here
 	c.SlotsTotal = st.slots.total
 	if free, err := st.s.pipe.Free(); err == nil {
 		c.SlotsInUse = max(st.slots.total-free, 0)
