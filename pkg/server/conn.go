@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -40,6 +41,7 @@ type conn struct {
 	pending    []byte     // replies not yet written
 	spare      []byte
 	writing    bool // the writer goroutine owns the socket's write side
+	writerUp   bool // the writer goroutine runs (started on first need)
 	queued     bool // on the server's list of connections to flush
 	lingerNext bool // close (after a linger) once pending is written
 	wake       chan struct{}
@@ -98,6 +100,9 @@ func (c *conn) close() {
 // send queues one message without blocking; a full queue closes the
 // connection (the peer is not reading).
 func (c *conn) send(m any) {
+	if wm, ok := m.(*wire.Msg); ok && c.sendFast(wm) {
+		return
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		c.s.log.Printf("internal: encode reply: %v", err)
@@ -137,6 +142,45 @@ func (c *conn) sendRaw(b []byte) {
 	}
 }
 
+// sendFast is send for a message appendMsg can encode (fastjson.go),
+// straight into the pending buffer; false: m needs encoding/json.
+func (c *conn) sendFast(m *wire.Msg) bool {
+	c.wmu.Lock()
+	select {
+	case <-c.done:
+		c.wmu.Unlock()
+		return true
+	default:
+	}
+	if c.lingerNext {
+		c.wmu.Unlock()
+		return true
+	}
+	n := len(c.pending)
+	p, ok := appendMsg(c.pending, m)
+	if !ok {
+		c.pending = p[:n]
+		c.wmu.Unlock()
+		return false
+	}
+	p = append(p, wire.CRLF...)
+	if len(p) > maxPending {
+		c.pending = p[:n]
+		c.wmu.Unlock()
+		c.s.log.Printf("connection %d does not read its replies: closing it", c.id)
+		c.close()
+		return true
+	}
+	c.pending = p
+	first := !c.queued
+	c.queued = true
+	c.wmu.Unlock()
+	if first {
+		c.s.dirty = append(c.s.dirty, c)
+	}
+	return true
+}
+
 // flush writes what is queued if the socket takes it now, else wakes the
 // writer goroutine.
 func (c *conn) flush() {
@@ -161,10 +205,20 @@ func (c *conn) flush() {
 	c.startWriter()
 }
 
-// startWriter hands the socket to the writer goroutine (wmu held).
+// startWriter hands the socket to the writer goroutine (wmu held),
+// starting it the first time: most connections (a jsrun's) never fill their
+// socket, and a goroutine per connection that only waits was a start, a park
+// and a wake-up to exit for each of them.
 func (c *conn) startWriter() {
 	if !c.writing {
 		c.writing = true
+		if !c.writerUp {
+			c.writerUp = true
+			// Under wmu, from a goroutine the server waits for (or from
+			// Run itself before its Wait): the Add comes before the Wait.
+			c.s.wg.Add(1)
+			go func() { defer c.s.wg.Done(); c.writeLoop() }()
+		}
 		select {
 		case c.wake <- struct{}{}:
 		default:
@@ -178,15 +232,15 @@ func tryWrite(rc syscall.RawConn, b []byte) (int, error) {
 	var werr error
 	err := rc.Write(func(fd uintptr) bool {
 		for n < len(b) {
-			m, err := syscall.Write(int(fd), b[n:])
+			m, e := rawWrite(fd, b[n:]) // rawio.go: no sysmon wake-up
 			if m > 0 {
 				n += m
 			}
-			if err == syscall.EINTR {
+			if e == syscall.EINTR {
 				continue
 			}
-			if err != nil && err != syscall.EAGAIN {
-				werr = err
+			if e != 0 && e != syscall.EAGAIN {
+				werr = os.NewSyscallError("write", e)
 			}
 			break
 		}
@@ -257,7 +311,10 @@ func (c *conn) readLoop() {
 		}
 	}()
 	var r io.Reader = c.nc
-	if c.br != nil {
+	switch {
+	case c.raw != nil:
+		r = newRawReader(c.raw, c.br) // rawio.go: no sysmon wake-up per read
+	case c.br != nil:
 		r = c.br
 	}
 	lr := wire.NewLineReader(r, wire.MaxLine)
@@ -299,10 +356,16 @@ func decodeLine(line []byte) *wire.Msg {
 	if len(t) == 0 {
 		return nil
 	}
-	m := &wire.Msg{}
 	if t[0] != '{' {
 		return &wire.Msg{Code: wire.CodeBadRequest, Message: "a message must be a JSON object"}
 	}
+	if m, ok := decodeFlat(line); ok { // fastjson.go: printable ASCII only
+		if m.Cmd == "" {
+			return &wire.Msg{Req: m.Req, Code: wire.CodeBadRequest, Message: `missing "cmd"`}
+		}
+		return m
+	}
+	m := &wire.Msg{}
 	if err := json.Unmarshal(line, m); err != nil {
 		return &wire.Msg{Code: wire.CodeBadRequest, Message: "invalid JSON: " + err.Error()}
 	}

@@ -70,6 +70,8 @@ type loopState struct {
 	stopping    bool
 	draining    bool // stopping once the queued and running jobs have ended
 	dirty       bool
+
+	armed time.Time // when the loop's deadline timer fires for a waiter; zero: it does not
 }
 
 func (st *loopState) init(s *Server) {
@@ -184,6 +186,7 @@ func (s *Server) loop(ctx context.Context) error {
 		var next time.Time
 		s.mu.Lock()
 		next, armed := st.slots.nextDeadline()
+		st.armed = next // zero when not armed
 		s.mu.Unlock()
 		if armed {
 			deadline.Reset(time.Until(next))

@@ -4,8 +4,9 @@
 //
 // All scheduler state (loopState) is guarded by one mutex; each event is
 // handled where it happens (a connection's reader, a timer, an HTTP handler)
-// by Server.exec, without blocking. Connections have a reader and a writer
-// goroutine each; the loop goroutine keeps time; the status file is written
+// by Server.exec, without blocking. Connections have a reader goroutine each,
+// and a writer goroutine once a reply had to wait for the socket; the loop
+// goroutine keeps time; the status file is written
 // from an immutable snapshot. See docs/architecture.md.
 package server
 
@@ -385,9 +386,8 @@ func (s *Server) acceptLoop(ln net.Listener, kind connKind) {
 func (s *Server) startConn(nc net.Conn, br *bufio.Reader, kind connKind) {
 	c := newConn(s, nc, br, kind)
 	s.exec(event{kind: evOpen, c: c})
-	s.wg.Add(2)
-	go func() { defer s.wg.Done(); c.readLoop() }()
-	go func() { defer s.wg.Done(); c.writeLoop() }()
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); c.readLoop() }() // the writer starts when needed (startWriter)
 }
 
 // tokenWatcher waits for tokens in the FIFO when the loop asks and tells it

@@ -1,0 +1,95 @@
+package server
+
+import (
+	"bufio"
+	"io"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// Socket reads and writes without the runtime's syscall bookkeeping.
+//
+// A Go syscall made through syscall.Syscall (as net.Conn's Read and Write
+// do) enters the scheduler's "in syscall" state, and the first one after the
+// process was idle wakes the runtime's monitor thread (sysmon), which then
+// polls every 20 us until the process is idle again. jsd goes idle between
+// almost every pair of messages, so each request paid a futex wake-up of a
+// second thread on its critical path, and that thread's polling cost about a
+// fifth of jsd's CPU time (profiles of W1 and W3: runtime.sysmon 22%,
+// entersyscallWakeSysmon in the read path). Our sockets are non-blocking: a
+// read or write never waits in the kernel (the poller waits instead), so
+// there is nothing for the scheduler to take back during one, and the raw
+// form is safe.
+
+// rawRead is read(2) on a non-blocking descriptor.
+func rawRead(fd uintptr, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	return int(n), e
+}
+
+// rawWrite is write(2) on a non-blocking descriptor.
+func rawWrite(fd uintptr, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	return int(n), e
+}
+
+// rawReader reads a connection through its RawConn: the poller waits for
+// input as net.Conn.Read does, the read itself is rawRead. Bytes a sniffing
+// reader already buffered come first.
+type rawReader struct {
+	rc  syscall.RawConn
+	pre *bufio.Reader // nil once drained
+	p   []byte        // the caller's buffer during Read
+	n   int
+	err syscall.Errno
+	fn  func(fd uintptr) bool // made once: a closure per Read would allocate
+}
+
+func newRawReader(rc syscall.RawConn, pre *bufio.Reader) *rawReader {
+	r := &rawReader{rc: rc, pre: pre}
+	r.fn = func(fd uintptr) bool {
+		for {
+			n, e := rawRead(fd, r.p)
+			switch e {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false // the poller waits, then calls again
+			}
+			r.n, r.err = n, e
+			return true
+		}
+	}
+	return r
+}
+
+func (r *rawReader) Read(p []byte) (int, error) {
+	if r.pre != nil {
+		if r.pre.Buffered() > 0 {
+			return r.pre.Read(p)
+		}
+		r.pre = nil
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r.p = p
+	err := r.rc.Read(r.fn)
+	r.p = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case r.err != 0:
+		return 0, os.NewSyscallError("read", r.err)
+	case r.n == 0:
+		return 0, io.EOF
+	}
+	return r.n, nil
+}
