@@ -158,7 +158,7 @@ q_jsd() {
   mkdir -m 700 "$dir/js"
   port=$(q_free_port)
   Q_JSD_LOG=$dir/jsd.log
-  "$JS_BIN/jsd" --dir "$dir/js" --slots 2 --host 127.0.0.1 --port "$port" </dev/null >>"$Q_JSD_LOG" 2>&1 &
+  env $JSD_ENV "$JS_BIN/jsd" --dir "$dir/js" --slots 2 --host 127.0.0.1 --port "$port" </dev/null >>"$Q_JSD_LOG" 2>&1 &
   Q_JSD_PID=$!
   track_pid "$Q_JSD_PID"
   Q_JSD_ADDR=127.0.0.1:$port
@@ -175,13 +175,13 @@ q_jsd_nats() {
   mkdir -m 700 "$dir/a" "$dir/b"
   port=$(q_free_port) port2=$(q_free_port) nport=$(q_free_port)
   Q_JN_LOG=$dir/jsd-a.log
-  "$JS_BIN/jsd" --dir "$dir/a" --slots 2 --host 127.0.0.1 --port "$port" \
+  env $JSD_ENV "$JS_BIN/jsd" --dir "$dir/a" --slots 2 --host 127.0.0.1 --port "$port" \
     --nats-embed --nats-name bench-a --nats-listen "127.0.0.1:$nport" </dev/null >>"$Q_JN_LOG" 2>&1 &
   Q_JN_PID=$!
   track_pid "$Q_JN_PID"
   Q_JN_ADDR=127.0.0.1:$port
   q_wait "$Q_JN_ADDR" "$Q_JN_PID" "jsd --nats-embed" "$Q_JN_LOG" || return 1
-  "$JS_BIN/jsd" --dir "$dir/b" --slots 2 --host 127.0.0.1 --port "$port2" \
+  env $JSD_ENV "$JS_BIN/jsd" --dir "$dir/b" --slots 2 --host 127.0.0.1 --port "$port2" \
     --nats "nats://127.0.0.1:$nport" --nats-name bench-b </dev/null >>"$dir/jsd-b.log" 2>&1 &
   Q_JN2_PID=$!
   track_pid "$Q_JN2_PID"
