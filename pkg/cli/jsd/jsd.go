@@ -380,21 +380,9 @@ func isLoopback(h string) bool {
 // heap that grows half as much past its live data (README: Performance).
 const gcPercent = 50
 
-// maxProcs is how many threads run jsd's Go code at once unless
-// $GOMAXPROCS says otherwise, with the queues in memory: jsd's work is
-// short steps under one lock, and a second processor mostly added wake-ups
-// of idle threads (scripts/bench, same runs: W2 115-118k -> 166-177k jobs/s,
-// W1 jsd CPU per command -13%). With --nats/--nats-embed the runtime's
-// default stays: the NATS client (and node) do work in parallel (W2 on
-// JetStream fell from 3.3k to 2.3k jobs/s with one).
-const maxProcs = 1
-
 func run(cfg server.Config, stdio cmdline.Stdio) int {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
-	}
-	if os.Getenv("GOMAXPROCS") == "" && cfg.Shared == nil {
-		runtime.GOMAXPROCS(maxProcs)
 	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
