@@ -79,7 +79,7 @@ func TestFastDecodeMatchesJSON(t *testing.T) {
 	for _, line := range decodeCases {
 		checkDecode(t, []byte(line))
 	}
-	if _, ok := decodeFlat([]byte(decodeCases[0])); !ok {
+	if _, ok := wire.DecodeFlat([]byte(decodeCases[0])); !ok {
 		t.Error("the fast reader refused a lease reply")
 	}
 }
@@ -88,7 +88,7 @@ func checkDecode(t *testing.T, line []byte) {
 	t.Helper()
 	var want wire.Msg
 	wantErr := json.Unmarshal(line, &want)
-	if m, ok := decodeFlat(line); ok {
+	if m, ok := wire.DecodeFlat(line); ok {
 		if wantErr != nil {
 			t.Fatalf("%q: fast reader took a line encoding/json refuses (%v)", line, wantErr)
 		}

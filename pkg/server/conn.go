@@ -142,7 +142,7 @@ func (c *conn) sendRaw(b []byte) {
 	}
 }
 
-// sendFast is send for a message appendMsg can encode (fastjson.go),
+// sendFast is send for a message wire.AppendMsg can encode,
 // straight into the pending buffer; false: m needs encoding/json.
 func (c *conn) sendFast(m *wire.Msg) bool {
 	c.wmu.Lock()
@@ -157,7 +157,7 @@ func (c *conn) sendFast(m *wire.Msg) bool {
 		return true
 	}
 	n := len(c.pending)
-	p, ok := appendMsg(c.pending, m)
+	p, ok := wire.AppendMsg(c.pending, m)
 	if !ok {
 		c.pending = p[:n]
 		c.wmu.Unlock()
@@ -359,7 +359,7 @@ func decodeLine(line []byte) *wire.Msg {
 	if t[0] != '{' {
 		return &wire.Msg{Code: wire.CodeBadRequest, Message: "a message must be a JSON object"}
 	}
-	if m, ok := decodeFlat(line); ok { // fastjson.go: printable ASCII only
+	if m, ok := wire.DecodeFlat(line); ok { // wire/flat.go: printable ASCII only
 		if m.Cmd == "" {
 			return &wire.Msg{Req: m.Req, Code: wire.CodeBadRequest, Message: `missing "cmd"`}
 		}

@@ -1,4 +1,4 @@
-package server
+package wire
 
 import (
 	"bytes"
@@ -6,22 +6,20 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-
-	"github.com/js-toolkit/js/pkg/wire"
 )
 
-// appendMsg writes wire.Msg's fields by name, in order: a field added to
-// wire.Msg must be added there too (or make it fall back), and here.
+// AppendMsg writes Msg's fields by name, in order: a field added to
+// Msg must be added there too (or make it fall back), and here.
 func TestAppendMsgKnowsEveryField(t *testing.T) {
 	want := "cmd req slots timeout_ms lease pid command drain fifo total id type types arg res enc priority retries " +
 		"detach concurrency can_cancel signal error exit state host token code message metrics jobs workers status"
 	var got []string
-	rt := reflect.TypeOf(wire.Msg{})
+	rt := reflect.TypeOf(Msg{})
 	for i := 0; i < rt.NumField(); i++ {
 		got = append(got, strings.Split(rt.Field(i).Tag.Get("json"), ",")[0])
 	}
 	if g := strings.Join(got, " "); g != want {
-		t.Fatalf("wire.Msg's fields changed: update appendMsg and decodeFlat (fastjson.go), then this list\n got %s\nwant %s", g, want)
+		t.Fatalf("Msg's fields changed: update AppendMsg and DecodeFlat (flat.go), then this list\n got %s\nwant %s", g, want)
 	}
 }
 
@@ -29,26 +27,26 @@ func intp(v int) *int       { return &v }
 func int64p(v int64) *int64 { return &v }
 
 func TestAppendMsgMatchesMarshal(t *testing.T) {
-	msgs := []*wire.Msg{
-		{Cmd: wire.CmdLease, Lease: 7, Slots: 1, Fifo: "/run/user/1000/js/jobserver.fifo", Total: 8},
-		{Cmd: wire.CmdLease, Req: json.RawMessage(`{"a":[1,2]}`), Lease: 1 << 63, Slots: 2, Fifo: "/x", Total: 2},
-		{Cmd: wire.CmdReleased, Lease: 3},
-		{Cmd: wire.CmdDo, ID: json.RawMessage(`17`), Type: "echo", Arg: json.RawMessage(`"0123456789abcdef"`)},
-		{Cmd: wire.CmdDid, ID: json.RawMessage(`"a1"`), Res: json.RawMessage(`{"k":"v\n\"q\""}`), Enc: "base64"},
-		{Cmd: wire.CmdFailed, ID: json.RawMessage(`"a1"`), Res: json.RawMessage(`null`), Error: "stderr tail", Exit: intp(3)},
-		{Cmd: wire.CmdError, Req: json.RawMessage(`1`), Code: wire.CodeNotFound, Message: "no lease 9 on this connection"},
-		{Cmd: wire.CmdError, Message: `missing "cmd"`},              // a quote: Marshal escapes it
-		{Cmd: wire.CmdError, Message: "a <b> & c"},                  // HTML escapes
-		{Cmd: wire.CmdError, Message: "caf\u00e9 \u2028"},           // not ASCII
-		{Cmd: wire.CmdDo, Arg: json.RawMessage(`{"a": 1}`)},         // compacted by Marshal
-		{Cmd: wire.CmdDo, Arg: json.RawMessage(`"<x>"`)},            // HTML escapes in raw JSON
-		{Cmd: wire.CmdDo, Arg: json.RawMessage(`{"a":`)},            // invalid: Marshal fails
-		{Cmd: wire.CmdOK, Req: json.RawMessage(`"r"`), Slots: -1},   // negative
-		{Cmd: wire.CmdCanDo, Types: []string{"a"}, Concurrency: 4},  // a list: falls back
-		{Cmd: wire.CmdStatus, Status: json.RawMessage(`{"pid":1}`)}, // a document: falls back
+	msgs := []*Msg{
+		{Cmd: CmdLease, Lease: 7, Slots: 1, Fifo: "/run/user/1000/js/jobserver.fifo", Total: 8},
+		{Cmd: CmdLease, Req: json.RawMessage(`{"a":[1,2]}`), Lease: 1 << 63, Slots: 2, Fifo: "/x", Total: 2},
+		{Cmd: CmdReleased, Lease: 3},
+		{Cmd: CmdDo, ID: json.RawMessage(`17`), Type: "echo", Arg: json.RawMessage(`"0123456789abcdef"`)},
+		{Cmd: CmdDid, ID: json.RawMessage(`"a1"`), Res: json.RawMessage(`{"k":"v\n\"q\""}`), Enc: "base64"},
+		{Cmd: CmdFailed, ID: json.RawMessage(`"a1"`), Res: json.RawMessage(`null`), Error: "stderr tail", Exit: intp(3)},
+		{Cmd: CmdError, Req: json.RawMessage(`1`), Code: CodeNotFound, Message: "no lease 9 on this connection"},
+		{Cmd: CmdError, Message: `missing "cmd"`},              // a quote: Marshal escapes it
+		{Cmd: CmdError, Message: "a <b> & c"},                  // HTML escapes
+		{Cmd: CmdError, Message: "caf\u00e9 \u2028"},           // not ASCII
+		{Cmd: CmdDo, Arg: json.RawMessage(`{"a": 1}`)},         // compacted by Marshal
+		{Cmd: CmdDo, Arg: json.RawMessage(`"<x>"`)},            // HTML escapes in raw JSON
+		{Cmd: CmdDo, Arg: json.RawMessage(`{"a":`)},            // invalid: Marshal fails
+		{Cmd: CmdOK, Req: json.RawMessage(`"r"`), Slots: -1},   // negative
+		{Cmd: CmdCanDo, Types: []string{"a"}, Concurrency: 4},  // a list: falls back
+		{Cmd: CmdStatus, Status: json.RawMessage(`{"pid":1}`)}, // a document: falls back
 		{Cmd: "x\ty"}, // control character
-		{Cmd: wire.CmdAcquire, TimeoutMS: int64p(0), PID: 42, Command: "make -C src", Drain: true, Detach: true, CanCancel: true},
-		{Cmd: wire.CmdDo, Priority: intp(-5), Retries: intp(0), Signal: "TERM", State: "queued", Host: "h1", Token: "t"},
+		{Cmd: CmdAcquire, TimeoutMS: int64p(0), PID: 42, Command: "make -C src", Drain: true, Detach: true, CanCancel: true},
+		{Cmd: CmdDo, Priority: intp(-5), Retries: intp(0), Signal: "TERM", State: "queued", Host: "h1", Token: "t"},
 		{},
 	}
 	for _, m := range msgs {
@@ -56,26 +54,26 @@ func TestAppendMsgMatchesMarshal(t *testing.T) {
 	}
 }
 
-func checkAppendMsg(t *testing.T, m *wire.Msg) {
+func checkAppendMsg(t *testing.T, m *Msg) {
 	t.Helper()
 	want, err := json.Marshal(m)
 	prefix := []byte("prefix")
-	got, ok := appendMsg(append([]byte(nil), prefix...), m)
+	got, ok := AppendMsg(append([]byte(nil), prefix...), m)
 	if !bytes.HasPrefix(got, prefix) {
-		t.Fatalf("appendMsg(%+v) lost what was before it: %q", m, got)
+		t.Fatalf("AppendMsg(%+v) lost what was before it: %q", m, got)
 	}
 	got = got[len(prefix):]
 	if !ok {
 		if len(got) != 0 {
-			t.Fatalf("appendMsg(%+v) fell back but left %q", m, got)
+			t.Fatalf("AppendMsg(%+v) fell back but left %q", m, got)
 		}
 		return
 	}
 	if err != nil {
-		t.Fatalf("appendMsg(%+v) = %q, but Marshal fails: %v", m, got, err)
+		t.Fatalf("AppendMsg(%+v) = %q, but Marshal fails: %v", m, got, err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Fatalf("appendMsg(%+v)\n got %s\nwant %s", m, got, want)
+		t.Fatalf("AppendMsg(%+v)\n got %s\nwant %s", m, got, want)
 	}
 }
 
@@ -112,16 +110,16 @@ func TestDecodeFlatMatchesUnmarshal(t *testing.T) {
 
 func checkDecodeFlat(t *testing.T, line []byte) {
 	t.Helper()
-	m, ok := decodeFlat(line)
+	m, ok := DecodeFlat(line)
 	if !ok {
 		return
 	}
-	var want wire.Msg
+	var want Msg
 	if err := json.Unmarshal(line, &want); err != nil {
-		t.Fatalf("decodeFlat(%q) took it, but Unmarshal fails: %v", line, err)
+		t.Fatalf("DecodeFlat(%q) took it, but Unmarshal fails: %v", line, err)
 	}
 	if !reflect.DeepEqual(*m, want) {
-		t.Fatalf("decodeFlat(%q)\n got %+v\nwant %+v", line, *m, want)
+		t.Fatalf("DecodeFlat(%q)\n got %+v\nwant %+v", line, *m, want)
 	}
 }
 
@@ -137,7 +135,7 @@ func FuzzFastJSON(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
 		checkDecodeFlat(t, line)
-		var m wire.Msg
+		var m Msg
 		if json.Unmarshal(line, &m) == nil {
 			checkAppendMsg(t, &m)
 		}
@@ -146,17 +144,17 @@ func FuzzFastJSON(f *testing.F) {
 
 func BenchmarkFastJSON(b *testing.B) {
 	line := []byte(`{"cmd":"do","id":17,"type":"q","arg":"0123456789abcdef"}`)
-	m := &wire.Msg{Cmd: wire.CmdLease, Lease: 7, Slots: 1, Fifo: "/run/user/1000/js/jobserver.fifo", Total: 8}
+	m := &Msg{Cmd: CmdLease, Lease: 7, Slots: 1, Fifo: "/run/user/1000/js/jobserver.fifo", Total: 8}
 	b.Run("decode/flat", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			decodeFlat(line)
+			DecodeFlat(line)
 		}
 	})
 	b.Run("decode/encoding-json", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			var m wire.Msg
+			var m Msg
 			json.Unmarshal(line, &m)
 		}
 	})
@@ -164,7 +162,7 @@ func BenchmarkFastJSON(b *testing.B) {
 	b.Run("encode/append", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			buf, _ = appendMsg(buf[:0], m)
+			buf, _ = AppendMsg(buf[:0], m)
 		}
 	})
 	b.Run("encode/encoding-json", func(b *testing.B) {

@@ -1,25 +1,25 @@
-package server
+package wire
 
 import (
 	"encoding/json"
 	"strconv"
-
-	"github.com/js-toolkit/js/pkg/wire"
 )
 
-// The hot messages by hand: acquire, started, release, do, did and their
-// replies are flat objects of plain strings and small integers. Reflection
-// in encoding/json was about a tenth of jsd's CPU time per message (W1,
-// W3 profiles: json.Unmarshal 6-7%, json.Marshal 2-5%). Each fast path
-// takes only what it can give exactly as encoding/json would, and leaves
-// everything else to encoding/json (fastjson_test.go checks both agree).
+// The hot messages by hand: acquire, started, release, lease, do, did and
+// their replies are flat objects of plain strings and small integers.
+// Reflection in encoding/json was about a tenth of jsd's CPU time per
+// message (W1, W3 profiles: json.Unmarshal 6-7%, json.Marshal 2-5%), and its
+// first use in a process builds caches a jsrun (a process per command)
+// cannot afford. Each fast path takes only what it can give exactly as
+// encoding/json would, and leaves everything else to encoding/json
+// (flat_test.go checks both agree; jsd and pkg/client use them).
 
-// decodeFlat parses {"key":value,...} where every key is one of the fields
+// DecodeFlat parses {"key":value,...} where every key is one of the fields
 // below, spelled exactly, and every value a string of printable ASCII
 // without escapes, or an integer of at most 18 digits without sign,
 // fraction, exponent or leading zero. Anything else reports false.
-func decodeFlat(b []byte) (*wire.Msg, bool) {
-	m := &wire.Msg{}
+func DecodeFlat(b []byte) (*Msg, bool) {
+	m := &Msg{}
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return nil, false
@@ -56,6 +56,12 @@ func decodeFlat(b []byte) (*wire.Msg, bool) {
 				m.Command = string(b[vs:ve])
 			case "type":
 				m.Type = string(b[vs:ve])
+			case "fifo":
+				m.Fifo = string(b[vs:ve])
+			case "code":
+				m.Code = string(b[vs:ve])
+			case "message":
+				m.Message = string(b[vs:ve])
 			case "id":
 				m.ID = clone(raw)
 			case "arg":
@@ -89,6 +95,8 @@ func decodeFlat(b []byte) (*wire.Msg, bool) {
 				m.PID = int(n)
 			case "concurrency":
 				m.Concurrency = int(n)
+			case "total":
+				m.Total = int(n)
 			case "id":
 				m.ID = clone(raw)
 			case "req":
@@ -159,12 +167,12 @@ func flatUint(b []byte, i int) (uint64, int, bool) {
 	return n, j, true
 }
 
-// appendMsg appends m as encoding/json's Marshal would, or reports false
+// AppendMsg appends m as encoding/json's Marshal would, or reports false
 // when a field needs more than this writer does (then the caller uses
 // json.Marshal): strings must be printable ASCII without a quote,
 // backslash or the HTML characters Marshal escapes; raw fields valid JSON
 // with no whitespace or such characters either; the list fields empty.
-func appendMsg(b []byte, m *wire.Msg) ([]byte, bool) {
+func AppendMsg(b []byte, m *Msg) ([]byte, bool) {
 	if len(m.Types) > 0 || len(m.Metrics) > 0 || len(m.Jobs) > 0 || len(m.Workers) > 0 || len(m.Status) > 0 {
 		return b, false
 	}
