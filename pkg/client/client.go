@@ -123,7 +123,7 @@ func (c *Conn) Recv() (*wire.Msg, error) {
 // call sends a request and returns the reply, or the error reply as *Error.
 func (c *Conn) call(m *wire.Msg) (*wire.Msg, error) {
 	if err := c.Send(m); err != nil {
-		return nil, fmt.Errorf("send to jsd: %w", err)
+		return nil, c.sendFailed(fmt.Errorf("send to jsd: %w", err))
 	}
 	r, err := c.Recv()
 	if err != nil {
@@ -133,6 +133,29 @@ func (c *Conn) call(m *wire.Msg) (*wire.Msg, error) {
 		return nil, &Error{Code: r.Code, Message: r.Message}
 	}
 	return r, nil
+}
+
+// sendFailed is the error of a request whose send failed. When jsd closed
+// the connection (EPIPE, ECONNRESET), it may have said why first, without
+// waiting for the request (fd_limit: it refuses connections at its
+// open-file limit): that error reply, already in our receive buffer, is
+// the error then. Only for a connection no other goroutine reads.
+func (c *Conn) sendFailed(err error) error {
+	if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+		return err
+	}
+	// What jsd wrote before it closed is there at once; the deadline only
+	// guards against a peer that is not jsd.
+	c.nc.SetReadDeadline(time.Now().Add(time.Second))
+	line, rerr := c.lr.Next()
+	c.nc.SetReadDeadline(time.Time{})
+	if rerr != nil {
+		return err
+	}
+	if m, derr := decodeMsg(line); derr == nil && m.Cmd == wire.CmdError {
+		return &Error{Code: m.Code, Message: m.Message}
+	}
+	return err
 }
 
 // Lease is a granted slot lease.
@@ -153,7 +176,10 @@ func (c *Conn) Acquire(k int, timeout time.Duration, pid int, command string) (*
 
 // SendAcquire asks for k slots without waiting for the answer.
 func (c *Conn) SendAcquire(k int, timeout time.Duration, pid int, command string) error {
-	return c.sendLine(appendAcquire(make([]byte, 0, 128+len(command)), k, timeout, pid, command))
+	if err := c.sendLine(appendAcquire(make([]byte, 0, 128+len(command)), k, timeout, pid, command)); err != nil {
+		return c.sendFailed(err)
+	}
+	return nil
 }
 
 // ErrNotYet is returned by AwaitLease when its deadline passes first; the

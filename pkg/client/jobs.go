@@ -124,7 +124,7 @@ func (c *Conn) NextOutcome(deadline time.Time) (Outcome, error) {
 func (c *Conn) Wait(id string, deadline time.Time) (Outcome, error) {
 	raw, _ := json.Marshal(id)
 	if err := c.Send(&wire.Msg{Cmd: wire.CmdWait, ID: raw}); err != nil {
-		return Outcome{}, err
+		return Outcome{}, c.sendFailed(err)
 	}
 	return c.NextOutcome(deadline)
 }

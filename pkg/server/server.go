@@ -88,6 +88,7 @@ type Server struct {
 	state    string        // guarded by sfMu: the daemon state last written
 	wg       sync.WaitGroup
 	connSeq  atomic.Uint64
+	fdl      fdLimitLog // refusals at the open-file limit (fdlimit.go)
 
 	st loopState // guarded by mu
 }
@@ -358,6 +359,9 @@ func (s *Server) cleanup() {
 }
 
 func (s *Server) acceptLoop(ln net.Listener, kind connKind) {
+	reserve := s.newReserve() // for the open-file limit (fdlimit.go)
+	defer reserve.close()
+	var cause error // why the last accept failed for lack of descriptors
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -368,10 +372,25 @@ func (s *Server) acceptLoop(ln net.Listener, kind connKind) {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
+			if isFDLimit(err) {
+				cause = err
+				if reserve.release() {
+					continue // the next Accept takes a connection into its slot, to refuse it
+				}
+				s.noteNoReserve(err) // rate-limited
+				time.Sleep(50 * time.Millisecond)
+				reserve.take()
+				continue
+			}
 			s.log.Printf("accept: %v", err)
-			time.Sleep(50 * time.Millisecond) // EMFILE and friends: do not spin
+			time.Sleep(50 * time.Millisecond) // do not spin
 			continue
 		}
+		if reserve.atLimit() {
+			s.refuse(nc, kind, reserve, cause)
+			continue
+		}
+		s.noteAccepted()
 		if kind == connUnix {
 			s.startConn(nc, nil, kind)
 			continue

@@ -59,6 +59,7 @@ const (
 	CodeAuth        = "unauthorized" // no or wrong token (connection closed)
 	CodeEnded       = "ended"        // the job ended already
 	CodeUnavailable = "unavailable"  // the shared queue (NATS JetStream) could not be reached or refused
+	CodeFDLimit     = "fd_limit"     // jsd is at its open-file limit: the connection is refused (closed after)
 )
 
 // Msg is one native message. Every command uses a subset of the fields; empty

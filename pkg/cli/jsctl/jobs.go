@@ -167,6 +167,9 @@ func (c *CancelCmd) Run(e *env) error {
 	failed := 0
 	for _, id := range c.IDs {
 		if err := conn.Cancel(id, strings.TrimPrefix(strings.ToUpper(c.Signal), "SIG")); err != nil {
+			if client.IsCode(err, wire.CodeFDLimit) {
+				return err // jsd refused the connection: no job was asked
+			}
 			fmt.Fprintf(e.stdio.Err, "jsctl: error: cancel %s: %v\n", id, err)
 			failed++
 		}

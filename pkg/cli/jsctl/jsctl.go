@@ -12,6 +12,7 @@ import (
 	"github.com/js-toolkit/js/pkg/rundir"
 	"github.com/js-toolkit/js/pkg/status"
 	"github.com/js-toolkit/js/pkg/version"
+	"github.com/js-toolkit/js/pkg/wire"
 )
 
 // Exit codes of jsctl's own conditions.
@@ -19,7 +20,7 @@ const (
 	ExitOK          = 0
 	ExitFailed      = 1  // the request failed (error reply)
 	ExitUsage       = 64 // bad flags or arguments
-	ExitUnavailable = 69 // no jsd reachable
+	ExitUnavailable = 69 // no jsd reachable, or it refused us at its open-file limit
 	ExitTimeout     = 75 // wait, wait-ready: not before --timeout
 )
 
@@ -49,7 +50,7 @@ const description = `jsctl shows what jsd is doing and steers it. Every read com
 --json (fields: docs/status.md). Colour only on a terminal without NO_COLOR.
 
 Exit codes: 0 ok, 1 the request failed (wait-ready: jsd failed), 64 usage,
-69 no jsd reachable, 75 not before --timeout (wait, wait-ready); jsctl wait
+69 no jsd reachable (or it is at its open-file limit), 75 not before --timeout (wait, wait-ready); jsctl wait
 exits with the job's status (a command line's own, 76 lost, 77 cancelled).`
 
 // env is what every subcommand's Run gets.
@@ -104,6 +105,9 @@ func Main(args []string, stdio cmdline.Stdio) int {
 		var ex exitError
 		if errors.As(err, &ex) {
 			return int(ex)
+		}
+		if client.IsCode(err, wire.CodeFDLimit) {
+			err = cmdline.WithHint(err, ExitUnavailable, client.FDLimitHint)
 		}
 		return cmdline.Report(stdio.Err, "jsctl", err, ExitFailed)
 	}

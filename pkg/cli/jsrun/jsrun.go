@@ -25,7 +25,7 @@ import (
 const (
 	ExitUsage       = 64                    // bad flags or arguments
 	ExitRejected    = 65                    // --type: jsd refused the job (duplicate live id, bad id)
-	ExitUnavailable = 69                    // no jobserver reachable (no jsd, no MAKEFLAGS pool, autostart off or failed)
+	ExitUnavailable = 69                    // no jobserver reachable (no jsd, no MAKEFLAGS pool, autostart off or failed; jsd at its fd limit)
 	ExitInternal    = 70                    // an unexpected error in jsrun
 	ExitBlocked     = 75                    // no slot before --timeout; nothing was run (--type: not done in time, cancelled)
 	ExitLost        = outcome.ExitLost      // --type: the job was lost (its worker died, retries spent)
@@ -74,7 +74,8 @@ and jsrun behaves as if it ran here: the command's output, its exit status.
 --timeout then bounds the whole job (it is cancelled on expiry).
 
 Exit codes of jsrun itself: 64 usage, 65 job refused by jsd (--type: its id
-is in use), 69 no jobserver reachable, 70 internal error, 75 no slot before
+is in use), 69 no jobserver reachable (or jsd at its open-file limit), 70
+internal error, 75 no slot before
 --timeout (nothing run; with --type: the job did not end in time and was
 cancelled), 76 the job was lost (its worker died; --type), 77 the job was
 cancelled (--type), 126 command not runnable, 127 command not found.`

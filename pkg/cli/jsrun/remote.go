@@ -12,6 +12,7 @@ import (
 	"github.com/js-toolkit/js/pkg/cli/cmdline"
 	"github.com/js-toolkit/js/pkg/cli/outcome"
 	"github.com/js-toolkit/js/pkg/client"
+	"github.com/js-toolkit/js/pkg/wire"
 	"github.com/js-toolkit/js/pkg/worker"
 )
 
@@ -41,6 +42,9 @@ func (r *run) remote() (int, error) {
 	id, err := c.Submit(client.Job{ID: r.cli.ID, Type: r.cli.Type, Arg: arg, Priority: r.cli.Priority,
 		Retries: r.cli.Retries, Detach: r.cli.Detach})
 	if err != nil {
+		if client.IsCode(err, wire.CodeFDLimit) {
+			return 0, cmdline.WithHint(err, ExitUnavailable, client.FDLimitHint+"; the job was not submitted")
+		}
 		var ce *client.Error
 		if errors.As(err, &ce) {
 			return 0, cmdline.WithHint(err, ExitRejected, "")

@@ -142,6 +142,9 @@ func (r *run) takeSlots(deadline time.Time) (*held, error) {
 		if client.IsCode(err, wire.CodeBlocked) {
 			return nil, blocked()
 		}
+		if client.IsCode(err, wire.CodeFDLimit) {
+			return nil, cmdline.WithHint(err, ExitUnavailable, client.FDLimitHint+"; nothing was run")
+		}
 		if client.IsCode(err, wire.CodeStopping) {
 			return nil, cmdline.WithHint(err, ExitUnavailable, "jsd is stopping; run again once it has stopped, and a new one serves")
 		}
