@@ -144,6 +144,16 @@ func TestJsdAtItsOpenFileLimit(t *testing.T) {
 	if !strings.Contains(jsd.stderr.String(), "descriptors free again") {
 		t.Errorf("jsd did not log the end of the stretch:\n%s", jsd.stderr)
 	}
+	// The refusals are counted (metrics connections_refused): at least the
+	// ping, jsrun's, jsrun --type's and jsctl's connections above.
+	r = runIn(t, env, dir, 30*time.Second, bin("jsctl"), "metrics", "--json")
+	var mt map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &mt); err != nil || r.code != 0 {
+		t.Fatalf("jsctl metrics --json: exit %d, %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	if n, _ := mt["connections_refused"].(float64); n < 4 {
+		t.Errorf("metrics connections_refused = %v, want at least 4", mt["connections_refused"])
+	}
 	for _, h := range conns {
 		h.c.Close()
 	}

@@ -113,7 +113,7 @@ func TestJsctlJSONFields(t *testing.T) {
 	var m map[string]any
 	mustJSON(t, out, &m)
 	checkKeys(t, "metrics", m, "up_since connections workers_added jobs_added jobs_dispatched jobs_done jobs_reassigned "+
-		"jobs_failed jobs_cancelled jobs_lost results_expired leases_granted tokens_reclaimed protocol_errors "+
+		"jobs_failed jobs_cancelled jobs_lost results_expired leases_granted tokens_reclaimed protocol_errors connections_refused "+
 		"connections_open jobs_queued jobs_running workers slots_total slots_in_use histograms")
 	if m["jobs_added"] != float64(2) || m["jobs_done"] != float64(1) || m["leases_granted"] != float64(1) || m["slots_total"] != float64(3) {
 		t.Errorf("metrics: %s", out)

@@ -34,6 +34,8 @@ type Counters struct {
 	LeasesGranted   uint64 `json:"leases_granted"`
 	TokensReclaimed int    `json:"tokens_reclaimed"`
 	ProtocolErrors  uint64 `json:"protocol_errors"`
+	// ConnectionsRefused counts connections refused at jsd's open-file limit.
+	ConnectionsRefused uint64 `json:"connections_refused"`
 	// Gauges.
 	ConnectionsOpen int `json:"connections_open"`
 	JobsQueued      int `json:"jobs_queued"`

@@ -136,9 +136,10 @@ type fdLimitLog struct {
 	active   bool
 	since    time.Time
 	lastLog  time.Time
-	refused  uint64      // in this stretch
-	lastBare time.Time   // last log of an EMFILE without a reserve to refuse with
-	activeAt atomic.Bool // active, read on every accept without the mutex
+	refused  uint64        // in this stretch
+	lastBare time.Time     // last log of an EMFILE without a reserve to refuse with
+	activeAt atomic.Bool   // active, read on every accept without the mutex
+	total    atomic.Uint64 // refused since jsd started (metrics: connections_refused)
 }
 
 // noteRefused records one refused connection and logs if it is time.
@@ -148,6 +149,7 @@ func (s *Server) noteRefused(cause error) {
 	defer l.mu.Unlock()
 	now := time.Now()
 	l.refused++
+	l.total.Add(1)
 	switch {
 	case !l.active:
 		l.active, l.since, l.lastLog = true, now, now

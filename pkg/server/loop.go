@@ -477,6 +477,7 @@ func (st *loopState) metrics() *metrics.Snapshot {
 	c.LeasesGranted = st.slots.granted
 	c.TokensReclaimed = st.slots.reclaimed
 	c.ProtocolErrors = st.protoErrs
+	c.ConnectionsRefused = st.s.fdl.total.Load()
 	c.Workers = len(st.jobs.workers)
 	for _, n := range st.jobs.running {
 		c.JobsRunning += n
