@@ -625,9 +625,14 @@ func (js *jobState) end(j *job, o *outcome, keep bool) {
 	j.Ended = time.Now().UnixNano()
 	j.out = o
 	js.count(o.state)
-	if j.worker != nil {
+	switch {
+	case j.worker != nil:
 		j.gone = true // its worker still runs it: keep the id until it answers
-	} else {
+	case j.awaitAck:
+		// Its acknowledgement waits for the journal, and its outcome behind
+		// it: the id stays taken until both are out (accept frees it).
+		j.gone = true
+	default:
 		delete(js.live, j.ID)
 	}
 	owner := j.owner
@@ -726,6 +731,9 @@ func (js *jobState) accept(j *job, ack func(), reject func(code, msg string)) {
 			if f := j.afterAck; f != nil {
 				j.afterAck = nil
 				f()
+			}
+			if j.gone && j.worker == nil && js.live[j.ID] == j {
+				delete(js.live, j.ID) // it ended meanwhile (end): its id is free now
 			}
 			js.cool(j)
 		})
