@@ -311,20 +311,62 @@ func (c *conn) readLoop() {
 		}
 	}()
 	var r io.Reader = c.nc
+	var rr *rawReader
 	switch {
 	case c.raw != nil:
-		r = newRawReader(c.raw, c.br) // rawio.go: no sysmon wake-up per read
+		rr = newRawReader(c.raw, c.br) // rawio.go: no sysmon wake-up per read
+		r = rr
 	case c.br != nil:
 		r = c.br
 	}
-	lr := wire.NewLineReader(r, wire.MaxLine)
-	batch := make([]*wire.Msg, 0, maxBatch)
+	c.br = nil // the reader has it (a sniffing one is drained, then dropped)
+	var lr *wire.LineReader
+	if rr != nil {
+		// A read buffer only while there is input: an idle connection waits
+		// without one (thousands of idle workers: 4 KiB each otherwise).
+		// A connection that keeps sending (input again within busyWait,
+		// busyAfter times in a row) waits with its buffer, as a plain read
+		// does, until a wait lasts idleWait: the buffer-less wait costs a
+		// peek syscall and a pool round trip per wait. A worker's
+		// registration right after it connects does not make it busy.
+		lr = wire.NewLineReader(getReadBuffer(rr), wire.MaxLine)
+		defer func() { putReadBuffer(lr.Swap(nil)) }()
+	} else {
+		lr = wire.NewLineReader(r, wire.MaxLine)
+	}
+	// Small at first, grown by bursts: a 256-pointer array on the goroutine's
+	// stack kept every idle connection's stack at 8 KiB.
+	var batch []*wire.Msg
+	busy, quick := false, 0 // waits for input with its buffer; quick buffer-less waits in a row
 	for {
 		// Block for one line, then take every whole line already buffered:
 		// a burst is handled under one lock and answered in one write.
 		batch = batch[:0]
+		var waitStart time.Time // a buffered wait for input: since when
+		if rr != nil && lr.Idle() {
+			if !busy {
+				putReadBuffer(lr.Swap(nil))
+				t0 := time.Now()
+				_ = rr.waitReadable() // an error comes back from the read below
+				if time.Since(t0) < busyWait {
+					quick++
+				} else {
+					quick = 0
+				}
+				busy = quick >= busyAfter
+				lr.Swap(getReadBuffer(rr))
+			} else {
+				waitStart = time.Now()
+			}
+		}
 		for len(batch) == 0 || (len(batch) < maxBatch && lr.HasLine()) {
 			line, err := lr.Next()
+			if !waitStart.IsZero() {
+				if time.Since(waitStart) >= idleWait {
+					busy, quick = false, 0
+				}
+				waitStart = time.Time{}
+			}
 			if err != nil {
 				if len(batch) > 0 {
 					c.s.execMsgs(c, batch)
@@ -341,6 +383,33 @@ func (c *conn) readLoop() {
 			}
 		}
 		c.s.execMsgs(c, batch)
+	}
+}
+
+// busyWait and idleWait switch a connection between waiting for input
+// without its read buffer (idle: thousands of workers waiting for jobs) and
+// with it (busy: the buffer-less wait's extra syscall and pool round trip
+// are paid per message otherwise).
+const (
+	busyWait  = 10 * time.Millisecond
+	busyAfter = 2
+	idleWait  = time.Second
+)
+
+// readBuffers are the connections' read buffers, held only while there is
+// input to read.
+var readBuffers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, wire.ReadBuffer) }}
+
+func getReadBuffer(r io.Reader) *bufio.Reader {
+	br := readBuffers.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func putReadBuffer(br *bufio.Reader) {
+	if br != nil {
+		br.Reset(nil)
+		readBuffers.Put(br)
 	}
 }
 

@@ -50,6 +50,9 @@ type rawReader struct {
 	n   int
 	err syscall.Errno
 	fn  func(fd uintptr) bool // made once: a closure per Read would allocate
+
+	peek  [1]byte
+	probe func(fd uintptr) bool // waitReadable's
 }
 
 func newRawReader(rc syscall.RawConn, pre *bufio.Reader) *rawReader {
@@ -67,7 +70,30 @@ func newRawReader(rc syscall.RawConn, pre *bufio.Reader) *rawReader {
 			return true
 		}
 	}
+	r.probe = func(fd uintptr) bool {
+		for {
+			_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.peek[0])), 1,
+				syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+			switch e {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false // the poller waits, then calls again
+			}
+			return true // input, EOF or an error: the next Read tells which
+		}
+	}
 	return r
+}
+
+// waitReadable waits until a Read would not block, reading nothing (its
+// caller holds no buffer meanwhile). An error (a deadline, the connection
+// closed) comes back from the next Read too.
+func (r *rawReader) waitReadable() error {
+	if r.pre != nil && r.pre.Buffered() > 0 {
+		return nil
+	}
+	return r.rc.Read(r.probe)
 }
 
 func (r *rawReader) Read(p []byte) (int, error) {

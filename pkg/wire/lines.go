@@ -47,6 +47,22 @@ func (l *LineReader) HasLine() bool {
 	return bytes.IndexByte(b, '\n') >= 0
 }
 
+// Idle reports whether the reader holds nothing: no part of a line, no bytes
+// read ahead. Then the buffered reader underneath may be swapped (Swap).
+func (l *LineReader) Idle() bool {
+	return (l.done || len(l.buf) == 0) && (l.r == nil || l.r.Buffered() == 0)
+}
+
+// Swap puts br underneath in place of the current buffered reader (nil: none
+// for now; Next and HasLine need one) and returns that one: a connection
+// that waits for input without a buffer (jsd's idle ones) gives it back
+// while it waits. The line returned last stays valid.
+func (l *LineReader) Swap(br *bufio.Reader) *bufio.Reader {
+	old := l.r
+	l.r = br
+	return old
+}
+
 // Reader is the buffered reader underneath, for sniffing the first bytes.
 func (l *LineReader) Reader() *bufio.Reader { return l.r }
 
