@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -225,4 +226,41 @@ func FuzzLineReader(f *testing.F) {
 			t.Fatalf("error %v, want too long: %v", err, wantTooBig)
 		}
 	})
+}
+
+// A reader can give its buffer back between lines (Idle, Swap) and go on
+// with another: the line returned last stays valid, nothing is lost, and a
+// part of a line read before the swap is kept.
+func TestLineReaderSwap(t *testing.T) {
+	pr, pw := io.Pipe()
+	lr := NewLineReader(bufio.NewReaderSize(pr, ReadBuffer), MaxLine)
+	go func() {
+		pw.Write([]byte("one\n"))
+		pw.Write([]byte("tw"))
+		pw.Write([]byte("o\r\nthree\n"))
+		pw.Close()
+	}()
+	line, err := lr.Next()
+	if err != nil || string(line) != "one" {
+		t.Fatalf("Next = %q, %v", line, err)
+	}
+	if !lr.Idle() {
+		t.Fatal("nothing buffered after a whole line, but not Idle")
+	}
+	old := lr.Swap(nil)
+	if string(line) != "one" {
+		t.Fatalf("the last line changed with the swap: %q", line)
+	}
+	lr.Swap(bufio.NewReaderSize(pr, ReadBuffer))
+	if old == nil {
+		t.Fatal("Swap returned no reader")
+	}
+	for _, want := range []string{"two", "three"} {
+		if line, err := lr.Next(); err != nil || string(line) != want {
+			t.Fatalf("Next = %q, %v; want %q", line, err, want)
+		}
+	}
+	if _, err := lr.Next(); err != io.EOF {
+		t.Fatalf("at the end: %v, want EOF", err)
+	}
 }
