@@ -3,7 +3,6 @@
 package client
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,7 +36,6 @@ var ErrNoDaemon = errors.New("no jsd is running there")
 type Conn struct {
 	nc net.Conn
 	lr *wire.LineReader
-	w  *bufio.Writer // for Send; made on first use
 }
 
 // Dial connects to jsd's unix socket.
@@ -88,20 +86,17 @@ func (c *Conn) Call(m *wire.Msg) (*wire.Msg, error) { return c.call(m) }
 
 // Send writes one message.
 func (c *Conn) Send(m *wire.Msg) error {
+	if b, ok := wire.AppendMsg(nil, m); ok {
+		return c.sendLine(b)
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
-	if c.w == nil {
-		c.w = bufio.NewWriter(c.nc)
-	}
-	c.w.Write(b)
-	c.w.Write(wire.CRLF)
-	return c.w.Flush()
+	return c.sendLine(b)
 }
 
-// sendLine writes one line encoded by hand (fast.go), with its CRLF, in
-// one write (Send leaves nothing buffered).
+// sendLine writes one encoded message with its CRLF in one write.
 func (c *Conn) sendLine(b []byte) error {
 	_, err := c.nc.Write(append(b, wire.CRLF...))
 	return err

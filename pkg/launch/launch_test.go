@@ -291,51 +291,30 @@ func TestPdeathsig(t *testing.T) {
 }
 
 // SIGINT, SIGTERM and SIGHUP sent to the launcher reach the command, whose
-// status the launcher then exits with.
+// status the launcher then exits with: with Proc.Forward ("forward") and with
+// a Forwarder set up before Start ("forwarder").
 func TestForward(t *testing.T) {
-	for _, tc := range []struct {
-		sig  syscall.Signal
-		name string
-	}{{syscall.SIGTERM, "TERM"}, {syscall.SIGINT, "INT"}, {syscall.SIGHUP, "HUP"}} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			ready, out := filepath.Join(dir, "ready"), filepath.Join(dir, "out")
-			helper, _ := startHelper(t, "forward", "KILL", trapScript(ready, out))
-			waitUntil(t, "the command to trap its signals", func() bool { _, err := os.Stat(ready); return err == nil })
-			helper.Process.Signal(tc.sig)
-			err := helper.Wait()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != 5 {
-				t.Fatalf("helper ended with %v, want the command's status 5", err)
-			}
-			if b, _ := os.ReadFile(out); strings.TrimSpace(string(b)) != tc.name {
-				t.Fatalf("the command got %q, want %s", b, tc.name)
-			}
-		})
-	}
-}
-
-// A Forwarder set up before Start relays the signals as Forward does.
-func TestForwarder(t *testing.T) {
-	for _, tc := range []struct {
-		sig  syscall.Signal
-		name string
-	}{{syscall.SIGTERM, "TERM"}, {syscall.SIGINT, "INT"}, {syscall.SIGHUP, "HUP"}} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			ready, out := filepath.Join(dir, "ready"), filepath.Join(dir, "out")
-			helper, _ := startHelper(t, "forwarder", "KILL", trapScript(ready, out))
-			waitUntil(t, "the command to trap its signals", func() bool { _, err := os.Stat(ready); return err == nil })
-			helper.Process.Signal(tc.sig)
-			err := helper.Wait()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != 5 {
-				t.Fatalf("helper ended with %v, want the command's status 5", err)
-			}
-			if b, _ := os.ReadFile(out); strings.TrimSpace(string(b)) != tc.name {
-				t.Fatalf("the command got %q, want %s", b, tc.name)
-			}
-		})
+	for _, mode := range []string{"forward", "forwarder"} {
+		for _, tc := range []struct {
+			sig  syscall.Signal
+			name string
+		}{{syscall.SIGTERM, "TERM"}, {syscall.SIGINT, "INT"}, {syscall.SIGHUP, "HUP"}} {
+			t.Run(mode+"/"+tc.name, func(t *testing.T) {
+				dir := t.TempDir()
+				ready, out := filepath.Join(dir, "ready"), filepath.Join(dir, "out")
+				helper, _ := startHelper(t, mode, "KILL", trapScript(ready, out))
+				waitUntil(t, "the command to trap its signals", func() bool { _, err := os.Stat(ready); return err == nil })
+				helper.Process.Signal(tc.sig)
+				err := helper.Wait()
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ExitCode() != 5 {
+					t.Fatalf("helper ended with %v, want the command's status 5", err)
+				}
+				if b, _ := os.ReadFile(out); strings.TrimSpace(string(b)) != tc.name {
+					t.Fatalf("the command got %q, want %s", b, tc.name)
+				}
+			})
+		}
 	}
 }
 

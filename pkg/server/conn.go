@@ -115,36 +115,17 @@ func (c *conn) send(m any) {
 // the handling that produced it) writes it without waiting, or hands what
 // the socket did not take to the writer goroutine. So replies to a burst of
 // requests go out in one write, and order is kept. Called under Server.mu.
-func (c *conn) sendRaw(b []byte) {
-	c.wmu.Lock()
-	select {
-	case <-c.done:
-		c.wmu.Unlock()
-		return
-	default:
-	}
-	if c.lingerNext {
-		c.wmu.Unlock()
-		return
-	}
-	if len(c.pending)+len(b) > maxPending {
-		c.wmu.Unlock()
-		c.s.log.Printf("connection %d does not read its replies: closing it", c.id)
-		c.close()
-		return
-	}
-	c.pending = append(c.pending, b...)
-	first := !c.queued
-	c.queued = true
-	c.wmu.Unlock()
-	if first {
-		c.s.dirty = append(c.s.dirty, c)
-	}
-}
+func (c *conn) sendRaw(b []byte) { c.queue(nil, b) }
 
-// sendFast is send for a message wire.AppendMsg can encode,
-// straight into the pending buffer; false: m needs encoding/json.
-func (c *conn) sendFast(m *wire.Msg) bool {
+// sendFast is send for a message wire.AppendMsg can encode, straight into
+// the pending buffer; false: m needs encoding/json.
+func (c *conn) sendFast(m *wire.Msg) bool { return c.queue(m, nil) }
+
+// queue appends one reply to what is pending: raw, or m as wire.AppendMsg
+// writes it. It reports false, queueing nothing, when m needs
+// encoding/json. A connection whose pending replies would pass maxPending
+// is closed.
+func (c *conn) queue(m *wire.Msg, raw []byte) bool {
 	c.wmu.Lock()
 	select {
 	case <-c.done:
@@ -157,14 +138,20 @@ func (c *conn) sendFast(m *wire.Msg) bool {
 		return true
 	}
 	n := len(c.pending)
-	p, ok := wire.AppendMsg(c.pending, m)
-	if !ok {
-		c.pending = p[:n]
-		c.wmu.Unlock()
-		return false
+	p := c.pending
+	if n+len(raw) <= maxPending {
+		p = append(p, raw...)
 	}
-	p = append(p, wire.CRLF...)
-	if len(p) > maxPending {
+	if m != nil {
+		var ok bool
+		if p, ok = wire.AppendMsg(p, m); !ok {
+			c.pending = p[:n]
+			c.wmu.Unlock()
+			return false
+		}
+		p = append(p, wire.CRLF...)
+	}
+	if n+len(raw) > maxPending || len(p) > maxPending {
 		c.pending = p[:n]
 		c.wmu.Unlock()
 		c.s.log.Printf("connection %d does not read its replies: closing it", c.id)
@@ -322,51 +309,23 @@ func (c *conn) readLoop() {
 	c.br = nil // the reader has it (a sniffing one is drained, then dropped)
 	var lr *wire.LineReader
 	if rr != nil {
-		// A read buffer only while there is input: an idle connection waits
-		// without one (thousands of idle workers: 4 KiB each otherwise).
-		// A connection that keeps sending (input again within busyWait,
-		// busyAfter times in a row) waits with its buffer, as a plain read
-		// does, until a wait lasts idleWait: the buffer-less wait costs a
-		// peek syscall and a pool round trip per wait. A worker's
-		// registration right after it connects does not make it busy.
-		lr = wire.NewLineReader(getReadBuffer(rr), wire.MaxLine)
+		lr = wire.NewLineReader(getReadBuffer(rr), wire.MaxLine) // see idleReads
 		defer func() { putReadBuffer(lr.Swap(nil)) }()
 	} else {
 		lr = wire.NewLineReader(r, wire.MaxLine)
 	}
+	idle := idleReads{rr: rr}
 	// Small at first, grown by bursts: a 256-pointer array on the goroutine's
 	// stack kept every idle connection's stack at 8 KiB.
 	var batch []*wire.Msg
-	busy, quick := false, 0 // waits for input with its buffer; quick buffer-less waits in a row
 	for {
 		// Block for one line, then take every whole line already buffered:
 		// a burst is handled under one lock and answered in one write.
 		batch = batch[:0]
-		var waitStart time.Time // a buffered wait for input: since when
-		if rr != nil && lr.Idle() {
-			if !busy {
-				putReadBuffer(lr.Swap(nil))
-				t0 := time.Now()
-				_ = rr.waitReadable() // an error comes back from the read below
-				if time.Since(t0) < busyWait {
-					quick++
-				} else {
-					quick = 0
-				}
-				busy = quick >= busyAfter
-				lr.Swap(getReadBuffer(rr))
-			} else {
-				waitStart = time.Now()
-			}
-		}
+		idle.wait(lr)
 		for len(batch) == 0 || (len(batch) < maxBatch && lr.HasLine()) {
 			line, err := lr.Next()
-			if !waitStart.IsZero() {
-				if time.Since(waitStart) >= idleWait {
-					busy, quick = false, 0
-				}
-				waitStart = time.Time{}
-			}
+			idle.read()
 			if err != nil {
 				if len(batch) > 0 {
 					c.s.execMsgs(c, batch)
@@ -385,16 +344,6 @@ func (c *conn) readLoop() {
 		c.s.execMsgs(c, batch)
 	}
 }
-
-// busyWait and idleWait switch a connection between waiting for input
-// without its read buffer (idle: thousands of workers waiting for jobs) and
-// with it (busy: the buffer-less wait's extra syscall and pool round trip
-// are paid per message otherwise).
-const (
-	busyWait  = 10 * time.Millisecond
-	busyAfter = 2
-	idleWait  = time.Second
-)
 
 // readBuffers are the connections' read buffers, held only while there is
 // input to read.

@@ -5,7 +5,10 @@ import (
 	"io"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
+
+	"github.com/js-toolkit/js/pkg/wire"
 )
 
 // Socket reads and writes without the runtime's syscall bookkeeping.
@@ -118,4 +121,59 @@ func (r *rawReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return r.n, nil
+}
+
+// idleReads decides how a connection's reader waits for input. A read
+// buffer is held only while there is input: an idle connection waits
+// without one (thousands of idle workers: 4 KiB each otherwise). A
+// connection that keeps sending (input again within busyWait, busyAfter
+// times in a row) waits with its buffer, as a plain read does, until such a
+// wait lasts idleWait: the buffer-less wait costs a peek syscall and a pool
+// round trip per wait. A worker's registration right after it connects does
+// not make it busy.
+type idleReads struct {
+	rr        *rawReader // nil: the connection reads through net.Conn, buffered
+	busy      bool
+	quick     int       // quick buffer-less waits in a row
+	waitStart time.Time // a buffered wait for input: since when
+}
+
+const (
+	busyWait  = 10 * time.Millisecond
+	busyAfter = 2
+	idleWait  = time.Second
+)
+
+// wait comes before each batch: when nothing is buffered and the connection
+// is not busy, it waits for input with its buffer given back.
+func (w *idleReads) wait(lr *wire.LineReader) {
+	if w.rr == nil || !lr.Idle() {
+		return
+	}
+	if w.busy {
+		w.waitStart = time.Now()
+		return
+	}
+	putReadBuffer(lr.Swap(nil))
+	t0 := time.Now()
+	_ = w.rr.waitReadable() // an error comes back from the next read
+	if time.Since(t0) < busyWait {
+		w.quick++
+	} else {
+		w.quick = 0
+	}
+	w.busy = w.quick >= busyAfter
+	lr.Swap(getReadBuffer(w.rr))
+}
+
+// read comes after each line read: a buffered wait that lasted idleWait
+// makes the connection idle again.
+func (w *idleReads) read() {
+	if w.waitStart.IsZero() {
+		return
+	}
+	if time.Since(w.waitStart) >= idleWait {
+		w.busy, w.quick = false, 0
+	}
+	w.waitStart = time.Time{}
 }
