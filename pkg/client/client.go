@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
+	"io"
 	"os"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/js-toolkit/js/pkg/status"
 	"github.com/js-toolkit/js/pkg/wire"
@@ -34,34 +36,54 @@ var ErrNoDaemon = errors.New("no jsd is running there")
 
 // Conn is one connection to jsd, used by one goroutine at a time.
 type Conn struct {
-	nc net.Conn
+	nc Transport
 	lr *wire.LineReader
 }
 
-// Dial connects to jsd's unix socket.
-func Dial(socket string) (*Conn, error) {
-	var nc net.Conn
-	var err error
-	// A full accept queue answers EAGAIN at once: jsd is there, busy
-	// (a flood of connections); try again for a while.
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		nc, err = net.DialTimeout("unix", socket, 5*time.Second)
-		if err == nil || !errors.Is(err, syscall.EAGAIN) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || isConnRefused(err) {
-			return nil, fmt.Errorf("%w (socket %s)", ErrNoDaemon, socket)
-		}
-		return nil, fmt.Errorf("connect to jsd at %s: %w", socket, err)
-	}
-	return newConn(nc), nil
+// Transport is the byte stream under a Conn: a net.Conn (TCP, see
+// NewConn), an *os.File in Go's poller (Dial) or a plain blocking
+// descriptor (DialDirect).
+type Transport interface {
+	io.ReadWriteCloser
+	SetReadDeadline(time.Time) error
 }
 
-func newConn(nc net.Conn) *Conn {
+// Dial connects to jsd's unix socket. The connection is in Go's network
+// poller: a Read blocked in one goroutine ends when another closes it.
+// (The package does not import net: jsrun, which starts once per command,
+// would pay for its initialisation every time.)
+func Dial(socket string) (*Conn, error) {
+	fd, err := dialUnixFD(socket, true)
+	if err != nil {
+		return nil, dialError(socket, err)
+	}
+	return newConn(os.NewFile(uintptr(fd), socket)), nil
+}
+
+// NewConn speaks the native protocol over an open stream, such as a TCP
+// connection to jsd's port (jsworker --connect). With a token, it is
+// presented first; a refused one closes the stream and is the error.
+func NewConn(t Transport, token string) (*Conn, error) {
+	c := newConn(t)
+	if token != "" {
+		if _, err := c.call(&wire.Msg{Cmd: wire.CmdAuth, Token: token}); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func newConn(nc Transport) *Conn {
 	return &Conn{nc: nc, lr: wire.NewLineReader(nc, wire.MaxLine)}
+}
+
+// dialError names what a failed dial of jsd's socket means.
+func dialError(socket string, err error) error {
+	if errors.Is(err, os.ErrNotExist) || isConnRefused(err) {
+		return fmt.Errorf("%w (socket %s)", ErrNoDaemon, socket)
+	}
+	return fmt.Errorf("connect to jsd at %s: %w", socket, err)
 }
 
 var errDeadline = os.ErrDeadlineExceeded
@@ -75,10 +97,33 @@ func (c *Conn) Close() error { return c.nc.Close() }
 // File returns a duplicate of the connection's descriptor (to keep a lease
 // alive in a process that outlives this one).
 func (c *Conn) File() (*os.File, error) {
-	if fc, ok := c.nc.(*fdConn); ok {
-		return fc.file()
+	switch t := c.nc.(type) {
+	case *fdConn:
+		return dupFile(t.fd, t.path)
+	case *os.File:
+		// Not t.Fd(): it would turn the descriptor blocking under the poller.
+		rc, err := t.SyscallConn()
+		if err != nil {
+			return nil, err
+		}
+		var f *os.File
+		if cerr := rc.Control(func(fd uintptr) { f, err = dupFile(int(fd), t.Name()) }); cerr != nil {
+			return nil, cerr
+		}
+		return f, err
+	case interface{ File() (*os.File, error) }: // a *net.UnixConn or *net.TCPConn
+		return t.File()
 	}
-	return c.nc.(*net.UnixConn).File()
+	return nil, fmt.Errorf("a %T has no descriptor", c.nc)
+}
+
+// dupFile returns a close-on-exec duplicate of fd.
+func dupFile(fd int, name string) (*os.File, error) {
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("dup", err)
+	}
+	return os.NewFile(uintptr(nfd), name), nil
 }
 
 // Call sends a request and returns its reply (an error reply as *Error).

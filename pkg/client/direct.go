@@ -1,10 +1,7 @@
 package client
 
 import (
-	"errors"
-	"fmt"
 	"io"
-	"net"
 	"os"
 	"sync"
 	"time"
@@ -20,22 +17,19 @@ import (
 // deadlines only the read deadline is kept (it bounds each Read through
 // poll(2)).
 func DialDirect(socket string) (*Conn, error) {
-	fd, err := dialUnixFD(socket)
+	fd, err := dialUnixFD(socket, false)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || isConnRefused(err) {
-			return nil, fmt.Errorf("%w (socket %s)", ErrNoDaemon, socket)
-		}
-		return nil, fmt.Errorf("connect to jsd at %s: %w", socket, err)
+		return nil, dialError(socket, err)
 	}
-	return newConn(&fdConn{fd: fd, addr: &net.UnixAddr{Name: socket, Net: "unix"}}), nil
+	return newConn(&fdConn{fd: fd, path: socket}), nil
 }
 
-// dialUnixFD connects a unix stream socket to path and returns it blocking
-// and close-on-exec. A full accept queue (EAGAIN: jsd is there, busy) is
-// tried again for up to 5 seconds, as Dial does.
-func dialUnixFD(path string) (int, error) {
+// dialUnixFD connects a unix stream socket to path and returns it
+// close-on-exec, non-blocking or not. A full accept queue (EAGAIN: jsd is
+// there, busy: a flood of connections) is tried again for up to 5 seconds.
+func dialUnixFD(path string, nonblock bool) (int, error) {
 	opErr := func(call string, err error) error {
-		return &net.OpError{Op: "dial", Net: "unix", Addr: &net.UnixAddr{Name: path, Net: "unix"}, Err: os.NewSyscallError(call, err)}
+		return &os.PathError{Op: "dial", Path: path, Err: os.NewSyscallError(call, err)}
 	}
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
@@ -56,25 +50,27 @@ func dialUnixFD(path string) (int, error) {
 		unix.Close(fd)
 		return -1, opErr("connect", err)
 	}
-	if err := unix.SetNonblock(fd, false); err != nil {
-		unix.Close(fd)
-		return -1, opErr("fcntl", err)
+	if !nonblock {
+		if err := unix.SetNonblock(fd, false); err != nil {
+			unix.Close(fd)
+			return -1, opErr("fcntl", err)
+		}
 	}
 	return fd, nil
 }
 
-// fdConn is a net.Conn on a blocking unix socket descriptor, for one
+// fdConn is a Transport on a blocking unix socket descriptor, for one
 // goroutine (see DialDirect).
 type fdConn struct {
 	fd       int
-	addr     *net.UnixAddr
+	path     string    // the socket's
 	deadline time.Time // read deadline; zero: none
 	once     sync.Once
 	closeErr error
 }
 
 func (c *fdConn) opError(op string, err error) error {
-	return &net.OpError{Op: op, Net: "unix", Addr: c.addr, Err: err}
+	return &os.PathError{Op: op, Path: c.path, Err: err}
 }
 
 func (c *fdConn) Read(b []byte) (int, error) {
@@ -138,24 +134,9 @@ func (c *fdConn) Close() error {
 	return c.closeErr
 }
 
-func (c *fdConn) LocalAddr() net.Addr  { return &net.UnixAddr{Net: "unix"} }
-func (c *fdConn) RemoteAddr() net.Addr { return c.addr }
-
-func (c *fdConn) SetDeadline(t time.Time) error     { return c.SetReadDeadline(t) }
+// SetReadDeadline bounds each Read (through poll(2)). There is no write
+// deadline: a write of a few bytes to a local socket does not block long.
 func (c *fdConn) SetReadDeadline(t time.Time) error { c.deadline = t; return nil }
-
-// SetWriteDeadline is not supported: a write of a few bytes to a local
-// socket does not block for long.
-func (c *fdConn) SetWriteDeadline(t time.Time) error { return nil }
-
-// file returns a duplicate of the descriptor, close-on-exec.
-func (c *fdConn) file() (*os.File, error) {
-	fd, err := unix.FcntlInt(uintptr(c.fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, os.NewSyscallError("dup", err)
-	}
-	return os.NewFile(uintptr(fd), c.addr.Name), nil
-}
 
 // keepAcrossExec clears close-on-exec on the descriptor itself.
 func (c *fdConn) keepAcrossExec() error {
@@ -182,4 +163,4 @@ func (c *Conn) KeepAcrossExec() error {
 
 var keepFiles []*os.File
 
-var _ net.Conn = (*fdConn)(nil)
+var _ Transport = (*fdConn)(nil)

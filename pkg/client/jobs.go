@@ -4,31 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/js-toolkit/js/pkg/status"
 	"github.com/js-toolkit/js/pkg/wire"
 )
-
-// DialTCP connects to jsd's TCP port and, with a token, presents it first.
-func DialTCP(addr, token string) (*Conn, error) {
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		if isConnRefused(err) {
-			return nil, fmt.Errorf("%w (tcp %s)", ErrNoDaemon, addr)
-		}
-		return nil, fmt.Errorf("connect to jsd at %s: %w", addr, err)
-	}
-	c := newConn(nc)
-	if token != "" {
-		if _, err := c.call(&wire.Msg{Cmd: wire.CmdAuth, Token: token}); err != nil {
-			c.Close()
-			return nil, err
-		}
-	}
-	return c, nil
-}
 
 // Job is a submission.
 type Job struct {

@@ -345,6 +345,19 @@ func ParseSignal(s string) (syscall.Signal, error) {
 		}
 		return 0, fmt.Errorf("signal number %d is out of range", n)
 	}
+	// The usual names without x/sys/unix's table: building it costs a
+	// jsrun (which reads --pdeathsig, KILL by default, every time) a map
+	// and a stack twice the size.
+	switch t {
+	case "KILL":
+		return syscall.SIGKILL, nil
+	case "TERM":
+		return syscall.SIGTERM, nil
+	case "INT":
+		return syscall.SIGINT, nil
+	case "HUP":
+		return syscall.SIGHUP, nil
+	}
 	if sig := unix.SignalNum("SIG" + t); sig != 0 {
 		return sig, nil
 	}

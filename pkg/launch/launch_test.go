@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The test binary doubles as a helper process (LAUNCH_HELPER set): it
@@ -408,6 +410,12 @@ func TestParseSignal(t *testing.T) {
 	for in, want := range good {
 		if got, err := ParseSignal(in); err != nil || got != want {
 			t.Errorf("ParseSignal(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	// The names read without x/sys/unix's table agree with it.
+	for _, name := range []string{"KILL", "TERM", "INT", "HUP"} {
+		if got, _ := ParseSignal(name); got != unix.SignalNum("SIG"+name) {
+			t.Errorf("ParseSignal(%q) = %v, x/sys/unix says %v", name, got, unix.SignalNum("SIG"+name))
 		}
 	}
 	for _, in := range []string{"", "0", "65", "99999999999999999999", "-9", "SIG", "bogus", "KILL9", "9x"} {

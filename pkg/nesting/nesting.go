@@ -19,7 +19,6 @@ package nesting
 
 import (
 	"errors"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -132,7 +131,7 @@ func TryBorrow(h Holder) (*Borrow, error) {
 }
 
 func listenError(name, call string, err error) error {
-	return &net.OpError{Op: "listen", Net: "unix", Addr: &net.UnixAddr{Name: name, Net: "unix"}, Err: os.NewSyscallError(call, err)}
+	return &os.PathError{Op: "listen", Path: name, Err: os.NewSyscallError(call, err)}
 }
 
 // Close ends the borrow.

@@ -242,14 +242,16 @@ func applyEnv(env []string, ops []envOp) ([]string, error) {
 	return env, nil
 }
 
-// setEnv sets or removes name in env.
+// setEnv sets or removes name in env, in place: env's array is reused,
+// so the caller must own it (os.Environ's copy, childEnvBase's).
 func setEnv(env []string, name, val string, remove bool) []string {
-	out := env[:0:0]
+	out := env[:0]
 	for _, kv := range env {
 		if k, _, _ := strings.Cut(kv, "="); k != name {
 			out = append(out, kv)
 		}
 	}
+	clear(env[len(out):])
 	if !remove {
 		out = append(out, name+"="+val)
 	}
@@ -316,6 +318,8 @@ func (r *run) run() (int, error) {
 // childEnvBase sets what every child gets: the directory nested jsruns use
 // and the slot holder they may borrow from (this jsrun).
 func childEnvBase(env []string, dir string) []string {
+	// A copy of our own, with room for what jsrun adds.
+	env = append(make([]string, 0, len(env)+6), env...)
 	env = setEnv(env, rundir.EnvDir, dir, false)
 	if h, ok := selfHolder(); ok {
 		env = setEnv(env, "JS_SLOT", h, false)

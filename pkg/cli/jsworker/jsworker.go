@@ -3,7 +3,10 @@ package jsworker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -89,7 +92,7 @@ func Main(args []string, stdio cmdline.Stdio) int {
 	}
 	dial := func() (*client.Conn, error) {
 		if cli.Connect != "" {
-			return client.DialTCP(cli.Connect, token)
+			return dialTCP(cli.Connect, token)
 		}
 		return client.Dial(socket)
 	}
@@ -104,4 +107,16 @@ func Main(args []string, stdio cmdline.Stdio) int {
 		return cmdline.Report(stdio.Err, "jsworker", err, ExitFailed)
 	}
 	return ExitOK
+}
+
+// dialTCP connects to jsd's TCP port and, with a token, presents it first.
+func dialTCP(addr, token string) (*client.Conn, error) {
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%w (tcp %s)", client.ErrNoDaemon, addr)
+		}
+		return nil, fmt.Errorf("connect to jsd at %s: %w", addr, err)
+	}
+	return client.NewConn(nc, token)
 }
