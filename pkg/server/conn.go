@@ -34,6 +34,7 @@ type conn struct {
 	nc   net.Conn
 	raw  syscall.RawConn // nc's descriptor, for writes that must not wait
 	br   *bufio.Reader   // nil: read nc directly
+	lite *liteFD         // non-nil: born in the unix socket's loop (evloop.go), served there while nc is nil
 	done chan struct{}
 	once sync.Once
 
@@ -89,10 +90,16 @@ func rawConn(nc net.Conn) syscall.RawConn {
 	return nil
 }
 
-// close ends the connection once; both goroutines exit.
+// close ends the connection once; both goroutines exit (or the loop
+// closes it, for one of the unix socket's loop). It may be called with wmu
+// held.
 func (c *conn) close() {
 	c.once.Do(func() {
 		close(c.done)
+		if lf := c.lite; lf != nil {
+			lf.close()
+			return
+		}
 		c.nc.Close()
 	})
 }
@@ -197,6 +204,11 @@ func (c *conn) flush() {
 // socket, and a goroutine per connection that only waits was a start, a park
 // and a wake-up to exit for each of them.
 func (c *conn) startWriter() {
+	if c.lite != nil && c.nc == nil {
+		c.writing = true
+		c.armWrite() // the loop writes (evloop.go)
+		return
+	}
 	if !c.writing {
 		c.writing = true
 		if !c.writerUp {

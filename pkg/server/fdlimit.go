@@ -112,15 +112,10 @@ func isFDLimit(err error) bool {
 	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
-// refuse answers a connection accepted at the limit and closes it, then
-// takes the reserve back.
-func (s *Server) refuse(nc net.Conn, kind connKind, r *reserveFD, cause error) {
-	if kind == connUnix {
-		// A fresh socket's buffer is empty: the write does not wait; the
-		// deadline is a guard.
-		nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-		nc.Write(fdLimitLine(cause))
-	}
+// refuse closes a TCP connection accepted at the limit (its protocol is
+// not known yet: nothing is said; the unix socket's loop answers its own,
+// evloop.go), then takes the reserve back.
+func (s *Server) refuse(nc net.Conn, r *reserveFD, cause error) {
 	nc.Close()
 	r.take()
 	s.noteRefused(cause)

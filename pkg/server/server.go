@@ -64,13 +64,14 @@ type Config struct {
 
 // Server is one running jsd.
 type Server struct {
-	cfg  Config
-	log  *log.Logger
-	lock *rundir.Lock
-	pipe *jobserver.Pipe
-	ln   net.Listener
-	tcp  tcpState
-	sup  *supervisor
+	cfg   Config
+	log   *log.Logger
+	lock  *rundir.Lock
+	pipe  *jobserver.Pipe
+	ln    net.Listener
+	uloop *unixLoop // serves ln (evloop.go)
+	tcp   tcpState
+	sup   *supervisor
 
 	adaptOnce sync.Once
 	adapt     *adapters // gloom and HTTP (http.go)
@@ -248,6 +249,10 @@ func (s *Server) listenUnix() error {
 		return err
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	if s.uloop, err = s.newUnixLoop(ln.(*net.UnixListener)); err != nil {
+		ln.Close()
+		return fmt.Errorf("listen on %s: %w", path, err)
+	}
 	s.ln = ln
 	return nil
 }
@@ -256,7 +261,7 @@ func (s *Server) listenUnix() error {
 // go, write "stopped") or jsd decides to stop itself (idle timeout).
 func (s *Server) Run(ctx context.Context) error {
 	s.wg.Add(3)
-	go func() { defer s.wg.Done(); s.acceptLoop(s.ln, connUnix) }()
+	go func() { defer s.wg.Done(); s.uloop.run() }() // evloop.go
 	s.serveTCP()
 	if s.sup != nil {
 		s.wg.Add(1)
@@ -287,6 +292,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.flushDirty()
 	s.st.closeAll()
 	s.mu.Unlock()
+	s.uloop.stop()
 	if s.journal != nil {
 		s.journal.Close()
 	}
@@ -353,11 +359,16 @@ func (s *Server) cleanup() {
 	if s.ln != nil {
 		s.ln.Close()
 	}
+	if s.uloop != nil {
+		s.uloop.stop()
+	}
 	if s.lock != nil && s.sf == nil {
 		s.lock.Release()
 	}
 }
 
+// acceptLoop serves a TCP listener (the unix socket has its loop,
+// evloop.go): each connection is sniffed for its protocol.
 func (s *Server) acceptLoop(ln net.Listener, kind connKind) {
 	reserve := s.newReserve() // for the open-file limit (fdlimit.go)
 	defer reserve.close()
@@ -387,14 +398,10 @@ func (s *Server) acceptLoop(ln net.Listener, kind connKind) {
 			continue
 		}
 		if reserve.atLimit() {
-			s.refuse(nc, kind, reserve, cause)
+			s.refuse(nc, reserve, cause)
 			continue
 		}
 		s.noteAccepted()
-		if kind == connUnix {
-			s.startConn(nc, nil, kind)
-			continue
-		}
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.sniff(nc, kind) }()
 	}
