@@ -732,12 +732,19 @@ func (js *jobState) accept(j *job, ack func(), reject func(code, msg string)) {
 				j.afterAck = nil
 				f()
 			}
-			if j.gone && j.worker == nil && js.live[j.ID] == j {
-				delete(js.live, j.ID) // it ended meanwhile (end): its id is free now
-			}
+			js.acked(j)
 			js.cool(j)
 		})
 	})
+}
+
+// acked frees the id of a job that ended while its acknowledgement was
+// still out (end keeps it taken until then): the journal's commit, or the
+// shared queue's taking it, came after its outcome.
+func (js *jobState) acked(j *job) {
+	if j.gone && j.worker == nil && js.live[j.ID] == j {
+		delete(js.live, j.ID)
+	}
 }
 
 // record is j as the journal keeps it.

@@ -302,6 +302,7 @@ func (sh *shared) submit(js *jobState, j *job, ack func(), reject func(code, msg
 				j.afterAck = nil
 				f()
 			}
+			js.acked(j) // its outcome may have come first (a fast worker)
 		})
 	})
 }
