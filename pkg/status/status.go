@@ -151,14 +151,22 @@ func OpenFile(path string) (*File, error) {
 	}
 	// jsd's own keys are rewritten by every write; one that an earlier jsd
 	// wrote and this one leaves out (an "error", a "port") must not stay.
-	for k := range ownKeys() {
-		delete(f.base, k)
+	// Nor may one that differs only in case ("eRror", "ſtatus"):
+	// encoding/json reads it as ours.
+	for k := range f.base {
+		for own := range ownKeys() {
+			if strings.EqualFold(k, own) {
+				delete(f.base, k)
+				break
+			}
+		}
 	}
 	return f, nil
 }
 
-// ownKeys are the keys of Doc, found once when first needed (not at
-// package init: jsrun links this package and starts for every command).
+// ownKeys are the keys of Doc, found once when first needed
+// (not at package init: jsrun links this package and starts for every
+// command).
 var ownKeys = sync.OnceValue(func() map[string]bool {
 	keys := map[string]bool{}
 	t := reflect.TypeOf(Doc{})
