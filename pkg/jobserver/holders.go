@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 )
 
 // Holders scans /proc for processes other than skipPID that hold the file at
@@ -130,17 +131,31 @@ func Comm(pid int) string {
 }
 
 // readProc reads a small file of /proc whole into buf (grown as needed)
-// with plain system calls: os.ReadFile would first set up Go's poller for
-// the descriptor, which a short-lived jsrun would otherwise never start.
+// with raw system calls: os.ReadFile would first set up Go's poller for the
+// descriptor, which a short-lived jsrun would otherwise never start, and
+// the runtime's syscall path wakes its monitor thread when the process was
+// idle (jsd reads a stat file at every jsrun's "started"). Opening and
+// reading a stat or comm file of /proc does not block.
 func readProc(path string, buf []byte) ([]byte, error) {
-	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	for err == syscall.EINTR {
-		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	}
+	p, err := syscall.BytePtrFromString(path)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	defer syscall.Close(fd)
+	atFDCWD := _AT_FDCWD
+	var fd uintptr
+	for {
+		r, _, e := syscall.RawSyscall6(syscall.SYS_OPENAT, uintptr(atFDCWD), uintptr(unsafe.Pointer(p)),
+			syscall.O_RDONLY|syscall.O_CLOEXEC, 0, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			return nil, &os.PathError{Op: "open", Path: path, Err: e}
+		}
+		fd = r
+		break
+	}
+	defer syscall.RawSyscall(syscall.SYS_CLOSE, fd, 0, 0)
 	if cap(buf) == 0 {
 		buf = make([]byte, 0, 512)
 	}
@@ -148,19 +163,23 @@ func readProc(path string, buf []byte) ([]byte, error) {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
-		n, err := syscall.Read(fd, buf[len(buf):cap(buf)])
-		if err == syscall.EINTR {
+		free := buf[len(buf):cap(buf)]
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&free[0])), uintptr(len(free)))
+		if e == syscall.EINTR {
 			continue
 		}
-		if err != nil {
-			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		if e != 0 {
+			return nil, &os.PathError{Op: "read", Path: path, Err: e}
 		}
 		if n == 0 {
 			return buf, nil
 		}
-		buf = buf[:len(buf)+n]
+		buf = buf[:len(buf)+int(n)]
 	}
 }
+
+// _AT_FDCWD is openat's "relative to the working directory".
+const _AT_FDCWD = -100
 
 // statFields splits /proc/PID/stat: the comm in parentheses (which may hold
 // spaces and parentheses) and the fields after it, starting at field 3.
