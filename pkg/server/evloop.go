@@ -401,7 +401,11 @@ func (l *unixLoop) end(c *conn) {
 	keep := c.eof && !c.closed // not for a connection that only held slots
 	l.s.mu.Unlock()
 	if keep {
-		return // after() closes it when its jobs end: the shutdown brings it back here
+		// Kept open for the outcomes of its jobs: not for a connection that
+		// only held slots, but should it happen, the reader goroutine knows
+		// how (the loop would see the end of input again and again).
+		l.promote(c, nil)
+		return
 	}
 	l.forget(c) // first: close's shutdown is then not needed
 	c.close()
