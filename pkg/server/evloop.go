@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -203,11 +204,13 @@ func (l *unixLoop) accept(reserve *reserveFD) {
 				continue // the next accept takes a connection into its slot, to refuse it
 			}
 			l.s.noteNoReserve(e) // rate-limited; the connection waits in the queue
+			l.pauseAccept()
+			return
+		case syscall.EAGAIN:
 			return
 		default:
-			if e != syscall.EAGAIN {
-				l.s.log.Printf("accept: %v", e)
-			}
+			l.s.log.Printf("accept: %v", e)
+			l.pauseAccept() // do not spin on a listener that stays readable
 			return
 		}
 		fd := int(r)
@@ -228,6 +231,24 @@ func (l *unixLoop) accept(reserve *reserveFD) {
 		l.conns[fd] = c
 		l.s.exec(event{kind: evOpen, c: c})
 	}
+}
+
+// pauseAccept takes the listener out of the loop's epoll set for 50 ms: an
+// accept that fails while connections wait would otherwise be retried at
+// once, again and again (acceptLoop sleeps instead).
+func (l *unixLoop) pauseAccept() {
+	epollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.lfd, nil)
+	time.AfterFunc(50*time.Millisecond, func() {
+		rc, err := l.ep.SyscallConn()
+		if err != nil {
+			return
+		}
+		// Control holds the epoll descriptor open: after stop, it fails.
+		rc.Control(func(fd uintptr) {
+			ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.lfd)}
+			epollCtl(int(fd), unix.EPOLL_CTL_ADD, l.lfd, &ev)
+		})
+	})
 }
 
 // refuse answers a connection accepted at the open-file limit and closes it
