@@ -63,6 +63,28 @@ func BenchmarkSlotRoundTrip(b *testing.B) {
 	reportPercentiles(b, lat)
 }
 
+// BenchmarkLeaseConnection is what jsrun --exec asks of jsd (W1): connect,
+// acquire, read the lease, close (the end of input releases it). It runs in
+// the unix socket's loop (evloop.go); the next acquire may wait for the
+// previous close to be seen, as a jsrun's does.
+func BenchmarkLeaseConnection(b *testing.B) {
+	s := startTestServer(b, func(c *Config) { c.PortRange = [2]int{} })
+	buf := make([]byte, 512)
+	b.ReportAllocs()
+	for b.Loop() {
+		nc, err := net.Dial("unix", s.cfg.Paths.Socket)
+		if err != nil {
+			b.Fatal(err)
+		}
+		nc.Write([]byte(`{"cmd":"acquire","slots":1,"pid":1,"command":"true"}` + "\n"))
+		n, err := nc.Read(buf)
+		if err != nil || !bytes.Contains(buf[:n], []byte(`"lease"`)) {
+			b.Fatalf("no lease: %q, %v", buf[:n], err)
+		}
+		nc.Close()
+	}
+}
+
 // BenchmarkJobThroughput is W2 on the native protocol: one producer with up
 // to 64 jobs outstanding, two workers echoing a 16-byte payload. With
 // concurrency 1 a worker takes one job at a time (deputy's rule).
