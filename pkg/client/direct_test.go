@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -163,5 +164,42 @@ func TestDirectKeepAcrossExecAndFile(t *testing.T) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		t.Errorf("fd %d: %v, mode %o", fd, err, st.Mode)
+	}
+}
+
+// Dial's connection is in Go's poller: a Recv blocked in one goroutine ends
+// when another closes the connection (jsworker stops its reader so), a read
+// deadline works, and File and KeepAcrossExec duplicate the descriptor
+// without turning the connection blocking.
+func TestDialInPoller(t *testing.T) {
+	sock := fakeJSD(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	c, err := Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	if _, err := c.Recv(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Recv past its deadline: %v", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	f, err := c.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := c.KeepAcrossExec(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := c.Recv(); done <- err }()
+	time.Sleep(20 * time.Millisecond) // most of the time the Recv is blocked by now; either way it must end
+	c.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Recv on a closed connection returned a message")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end a blocked Recv")
 	}
 }
