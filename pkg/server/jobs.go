@@ -182,6 +182,7 @@ type jobState struct {
 	live     map[string]*job // the records of running jobs (or cancelled, still on their workers) and of queued ones in qhot
 	qhot     map[queue.Ref]*job
 	ownerIDs map[peer]queue.Owner // the submitters of jobs in the store, by their number there
+	leaving  map[peer]bool        // gone submitters whose queued jobs dropStored is still dropping
 	owners   []peer               // by number; 0 is nobody
 	freeIDs  []queue.Owner
 	workers  map[peer]*worker
@@ -215,6 +216,7 @@ func (js *jobState) init(deputyRetries int, ttl time.Duration, maxKept int) {
 	js.live = map[string]*job{}
 	js.qhot = map[queue.Ref]*job{}
 	js.ownerIDs = map[peer]queue.Owner{}
+	js.leaving = map[peer]bool{}
 	js.owners = []peer{nil}
 	js.workers = map[peer]*worker{}
 	js.idle = map[string]*list.List{}
@@ -494,7 +496,12 @@ func (js *jobState) fill(w *worker) {
 			js.setIdle(w)
 			return
 		}
-		js.assign(w, js.take(r))
+		j := js.take(r)
+		if js.leaving[j.owner] { // its submitter is gone: being dropped (dropStored)
+			js.dropOwned(j.owner, j)
+			continue
+		}
+		js.assign(w, j)
 	}
 }
 
@@ -882,11 +889,7 @@ func (js *jobState) wait(p peer, id string, req json.RawMessage, fail func(code,
 // as a worker, the jobs it ran are requeued or lost; as a waiter, it waits
 // no more.
 func (js *jobState) dropPeer(p peer) {
-	// Its jobs in the store, one at a time (there may be a million: no
-	// records for all of them at once).
-	for o := js.ownerIDs[p]; o != 0 && js.store.OwnerLen(o) > 0; {
-		js.dropOwned(p, js.take(js.store.OwnerFirst(o)))
-	}
+	js.dropStored(p)
 	var mine []*job
 	for j := js.owned[p]; j != nil; j = j.onext {
 		mine = append(mine, j)
@@ -933,6 +936,35 @@ func (js *jobState) dropPeer(p peer) {
 			msg = "job_failed"
 		}
 		js.finish(j, &outcome{state: queue.Lost, err: msg})
+	}
+}
+
+// dropChunk is how many of a gone submitter's queued jobs are dropped under
+// one hold of the lock: a million took 1.1 s in one go, and the lock is
+// everyone's.
+var dropChunk = 20000
+
+// dropLater runs the next chunk of dropStored (a test holds it back).
+var dropLater = func(next func()) { go next() }
+
+// dropStored drops the queued jobs the store holds for p, whose connection
+// closed: one at a time (no records for all of them at once), a chunk per
+// hold of the lock. Until the last is gone, fill drops any of them it would
+// hand out (a worker of their type arriving meanwhile makes fill drop the
+// rest at once: as before the chunks, not worse).
+func (js *jobState) dropStored(p peer) {
+	for n := 0; ; n++ {
+		o, ok := js.ownerIDs[p] // gone with p's last job in the store (and o reused)
+		if !ok || js.store.OwnerLen(o) == 0 {
+			delete(js.leaving, p)
+			return
+		}
+		if n == dropChunk {
+			js.leaving[p] = true
+			dropLater(func() { js.call(func(st *loopState) { st.jobs.dropStored(p) }) }) // after others had the lock
+			return
+		}
+		js.dropOwned(p, js.take(js.store.OwnerFirst(o)))
 	}
 }
 
