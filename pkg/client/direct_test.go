@@ -2,11 +2,13 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -192,7 +194,12 @@ func TestDialInPoller(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { _, err := c.Recv(); done <- err }()
-	time.Sleep(20 * time.Millisecond) // most of the time the Recv is blocked by now; either way it must end
+	// Close once the Recv waits in the poller.
+	for deadline := time.Now().Add(10 * time.Second); !goroutineWaits("[IO wait", "(*Conn).Recv"); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the Recv never waited for input")
+		}
+	}
 	c.Close()
 	select {
 	case err := <-done:
@@ -202,4 +209,17 @@ func TestDialInPoller(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not end a blocked Recv")
 	}
+}
+
+// goroutineWaits reports whether some goroutine is in state (as
+// runtime.Stack shows it, e.g. "[IO wait") inside a function named fn.
+func goroutineWaits(state, fn string) bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		if bytes.Contains(g, []byte(state)) && bytes.Contains(g, []byte(fn)) {
+			return true
+		}
+	}
+	return false
 }

@@ -3,9 +3,11 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -99,6 +101,8 @@ type unixLoop struct {
 	batch []*wire.Msg
 
 	fdCause error // why the last accept failed for lack of descriptors
+
+	reads atomic.Int64 // reads that returned input (a test waits on it)
 }
 
 const (
@@ -280,6 +284,7 @@ func (l *unixLoop) readable(c *conn) {
 			l.end(c)
 			return
 		}
+		l.reads.Add(1)
 		if lf.drain {
 			continue
 		}
@@ -459,13 +464,16 @@ func (l *unixLoop) promote(c *conn, rest []byte) {
 	f := os.NewFile(uintptr(fd), "")
 	nc, err := net.FileConn(f)
 	c.wmu.Lock()
+	// Under lf.mu, as close: a close that came first (c.done) leaves nc to
+	// us; one that comes after finds it in lf.nc.
+	lf.mu.Lock()
 	select {
 	case <-c.done:
 		err = net.ErrClosed
 	default:
 	}
 	if err == nil {
-		c.nc, c.raw = nc, rawConn(nc)
+		c.nc, c.raw, lf.nc = nc, rawConn(nc), nc
 		if len(rest) > 0 {
 			br := bufio.NewReaderSize(bytes.NewReader(bytes.Clone(rest)), max(len(rest), 16))
 			br.Peek(len(rest))
@@ -476,11 +484,7 @@ func (l *unixLoop) promote(c *conn, rest []byte) {
 			c.startWriter()
 		}
 	}
-	lf.mu.Lock()
 	lf.fd = -1
-	if err == nil {
-		lf.nc = nc
-	}
 	lf.mu.Unlock()
 	c.wmu.Unlock()
 	f.Close()
@@ -488,7 +492,7 @@ func (l *unixLoop) promote(c *conn, rest []byte) {
 		if nc != nil {
 			nc.Close()
 		}
-		if !isClosedErr(err) {
+		if !errors.Is(err, net.ErrClosed) {
 			l.s.log.Printf("unix socket: hand over connection %d: %v", c.id, err)
 		}
 		l.s.exec(event{kind: evClose, c: c})
@@ -498,8 +502,6 @@ func (l *unixLoop) promote(c *conn, rest []byte) {
 	l.s.wg.Add(1)
 	go func() { defer l.s.wg.Done(); c.readLoop() }()
 }
-
-func isClosedErr(err error) bool { return err == net.ErrClosed }
 
 // epollCtl is epoll_ctl(2) without the runtime's syscall bookkeeping.
 func epollCtl(epfd, op, fd int, ev *unix.EpollEvent) syscall.Errno {

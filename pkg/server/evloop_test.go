@@ -71,8 +71,14 @@ func TestUnixLoopSplitLinesAndSecondAcquire(t *testing.T) {
 	p := dialNative(t, s)
 	msg := `{"cmd":"acquire","slots":1,"pid":1,"command":"split"}` + "\r\n"
 	for i := 0; i < len(msg); i += 7 {
+		before := s.uloop.reads.Load()
 		p.c.Write([]byte(msg[i:min(i+7, len(msg))]))
-		time.Sleep(time.Millisecond) // separate reads, most of the time
+		// Each piece is read before the next is written.
+		for deadline := time.Now().Add(testDeadline); s.uloop.reads.Load() == before; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the loop did not read piece %d", i/7)
+			}
+		}
 	}
 	id := leaseID(t, p.expectCmd("lease"))
 	if !inUnixLoop(t, s, id) {
