@@ -2,6 +2,9 @@
 # wall time / N, through
 #   xargs     xargs -P2 -n1 true                       the floor
 #   gofloor   xargs -P2 -n1 gofloor true               the smallest Go wrapper
+#   goexec    xargs -P2 -n1 gofloor -exec true         the smallest Go program
+#             that execs the command in place (no fork, no wait): the
+#             floor under `jsrun --exec`, which does that once it holds a slot
 #   make      make -r -s -j2, N phony targets, recipe `@true`
 #   tsp       task-spooler with 2 slots on a private TS_SOCKET: N x `tsp -n
 #             true`, then a barrier job `tsp -n -N 2 true` (it runs only when
@@ -18,7 +21,7 @@
 # wall time, as task-spooler's server's is of tsp's.
 
 W1_needs="xargs:findutils timeout:coreutils make:make tsp:task-spooler sem:parallel parallel:parallel"
-W1_SYSTEMS="xargs gofloor make tsp sem parallel jsrun jsrun_exec"
+W1_SYSTEMS="xargs gofloor goexec make tsp sem parallel jsrun jsrun_exec"
 
 bench_W1() {
   local n nsem rounds r s v note best
@@ -65,7 +68,11 @@ bench_W1() {
   emit_ratio W1 jsrun gofloor "${med[jsrun]}" "${med[gofloor]}"
   emit_ratio W1 jsrun xargs "${med[jsrun]}" "${med[xargs]}"
   emit_ratio W1 jsrun_exec gofloor "${med[jsrun_exec]}" "${med[gofloor]}"
+  emit_ratio W1 jsrun_exec goexec "${med[jsrun_exec]}" "${med[goexec]}"
   emit_ratio W1 jsrun_exec tsp "${med[jsrun_exec]}" "${med[tsp]}"
+  # Where goexec/tsp is 1 or more, no Go program that execs a command
+  # (jsrun --exec among them) can be faster than task-spooler here.
+  emit_ratio W1 goexec tsp "${med[goexec]}" "${med[tsp]}"
   for s in make tsp sem parallel; do
     if [ "$s" = "$best" ]; then
       echo "$(emit_ratio W1 jsrun "$s" "${med[jsrun]}" "${med[$s]}") # best peer"
@@ -102,6 +109,13 @@ w1_gofloor() {
 }
 
 # w1_jsd_ticks: jsd's CPU time so far (utime + stime, in clock ticks).
+w1_goexec() {
+  local t0
+  t0=$(now_us)
+  bounded 120 xargs -P2 -n1 -a "$W1_DIR/input" "$W1_FLOOR" -exec true </dev/null >/dev/null || return 1
+  w1_per_cmd "$t0" "$1"
+}
+
 w1_jsd_ticks() { awk '{ print $14 + $15 }' "/proc/$JSD_PID/stat" 2>/dev/null || echo 0; }
 
 w1_jsrun() {

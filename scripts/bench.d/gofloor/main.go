@@ -4,6 +4,10 @@
 // exits with the command's status (128+N when signal N killed it).
 //
 //	gofloor COMMAND [ARGS...]
+//	gofloor -exec COMMAND [ARGS...]
+//
+// With -exec it execs the command in place instead (no fork, no wait): the
+// floor for `jsrun --exec`, which does that after taking its slot.
 //
 // It imports only os and syscall so that its start-up cost is the runtime's,
 // not a library's. scripts/bench builds it into a temporary directory.
@@ -15,16 +19,26 @@ import (
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		os.Stderr.WriteString("usage: gofloor COMMAND [ARGS...]\n")
+	args := os.Args[1:]
+	inPlace := len(args) > 0 && args[0] == "-exec"
+	if inPlace {
+		args = args[1:]
+	}
+	if len(args) < 1 {
+		os.Stderr.WriteString("usage: gofloor [-exec] COMMAND [ARGS...]\n")
 		os.Exit(64)
 	}
-	path, ok := lookPath(os.Args[1])
+	path, ok := lookPath(args[0])
 	if !ok {
-		os.Stderr.WriteString("gofloor: " + os.Args[1] + ": not found\n")
+		os.Stderr.WriteString("gofloor: " + args[0] + ": not found\n")
 		os.Exit(127)
 	}
-	pid, err := syscall.ForkExec(path, os.Args[1:], &syscall.ProcAttr{
+	if inPlace {
+		err := syscall.Exec(path, args, syscall.Environ())
+		os.Stderr.WriteString("gofloor: " + err.Error() + "\n")
+		os.Exit(126)
+	}
+	pid, err := syscall.ForkExec(path, args, &syscall.ProcAttr{
 		Env:   syscall.Environ(),
 		Files: []uintptr{0, 1, 2},
 	})
