@@ -90,6 +90,8 @@ q_note() {
     jsd_unix_c64) echo "unix socket, workers register concurrency 64" ;;
     jsd_nats_c64) echo "as jsd_c64, queues in JetStream (--nats-embed, R1)" ;;
     jsd2_nats_c64) echo "producer on one jsd, workers on another, through JetStream (R1)" ;;
+    relay) echo "the floor: a line relay with no queue and no parsing (qload relay), TCP loopback" ;;
+    relay_unix) echo "the floor: the same relay on a unix socket" ;;
   esac
 }
 
@@ -189,20 +191,38 @@ q_jsd_nats() {
   q_wait "$Q_JN2_ADDR" "$Q_JN2_PID" "jsd --nats" "$dir/jsd-b.log"
 }
 
+# q_relay DIR: W3's floor, qload's line relay (relay.go) on TCP loopback
+# and on a unix socket; sets Q_RL_ADDR, Q_RL_SOCK, Q_RL_PID, Q_RLU_PID.
+q_relay() {
+  local dir=$1 port
+  mkdir -p "$dir"
+  port=$(q_free_port)
+  "$Q_LOAD" relay -listen "127.0.0.1:$port" </dev/null >>"$dir/relay.log" 2>&1 &
+  Q_RL_PID=$!
+  track_pid "$Q_RL_PID"
+  "$Q_LOAD" relay -listen "unix:$dir/relay.sock" </dev/null >>"$dir/relay.log" 2>&1 &
+  Q_RLU_PID=$!
+  track_pid "$Q_RLU_PID"
+  Q_RL_ADDR=127.0.0.1:$port Q_RL_SOCK=unix:$dir/relay.sock
+  q_wait "$Q_RL_ADDR" "$Q_RL_PID" "qload relay" "$dir/relay.log" &&
+    q_wait "$Q_RL_SOCK" "$Q_RLU_PID" "qload relay" "$dir/relay.log"
+}
+
 # q_start_all DIR: the servers of W2 and W3.
 q_start_all() {
   Q_LOAD=$(go_helper qload)
-  Q_BS_ADDR="" Q_GM_ADDR="" Q_JSD_ADDR="" Q_JSD_SOCK="" Q_JN_ADDR="" Q_JN2_ADDR=""
+  Q_BS_ADDR="" Q_GM_ADDR="" Q_JSD_ADDR="" Q_JSD_SOCK="" Q_JN_ADDR="" Q_JN2_ADDR="" Q_RL_ADDR="" Q_RL_SOCK=""
   q_beanstalkd "$1/beanstalkd" || Q_BS_ADDR=""
   q_gearmand "$1/gearmand" || Q_GM_ADDR=""
   q_jsd "$1/jsd" || { Q_JSD_ADDR=""; Q_JSD_SOCK=""; }
   q_jsd_nats "$1/jsd-nats" || { Q_JN_ADDR=""; Q_JN2_ADDR=""; }
+  q_relay "$1/relay" || { Q_RL_ADDR=""; Q_RL_SOCK=""; }
 }
 
 q_stop_all() {
   local p
-  for p in ${Q_JN2_PID:-} ${Q_JN_PID:-} ${Q_JSD_PID:-} ${Q_GM_PID:-} ${Q_BS_PID:-}; do stop_pid "$p"; done
-  Q_JN2_PID="" Q_JN_PID="" Q_JSD_PID="" Q_GM_PID="" Q_BS_PID=""
+  for p in ${Q_RLU_PID:-} ${Q_RL_PID:-} ${Q_JN2_PID:-} ${Q_JN_PID:-} ${Q_JSD_PID:-} ${Q_GM_PID:-} ${Q_BS_PID:-}; do stop_pid "$p"; done
+  Q_RLU_PID="" Q_RL_PID="" Q_JN2_PID="" Q_JN_PID="" Q_JSD_PID="" Q_GM_PID="" Q_BS_PID=""
 }
 
 # q_run SYSTEM MODE ARGS...: one qload run against SYSTEM; prints its
@@ -220,6 +240,8 @@ q_run() {
     jsd_nats_c64) sys=jsd addr=$Q_JN_ADDR conc=64 logf=${Q_JN_LOG:-/dev/null} ;;
     jsd2_nats_c64) sys=jsd addr=$Q_JN_ADDR conc=64 logf=${Q_JN_LOG:-/dev/null}
       [ -n "$Q_JN2_ADDR" ] && waddr=(-worker-addr "$Q_JN2_ADDR") || addr="" ;;
+    relay) sys=jsd addr=$Q_RL_ADDR ;;     # it speaks jsd's protocol's lines
+    relay_unix) sys=jsd addr=$Q_RL_SOCK ;;
   esac
   [ -n "$addr" ] || { echo "server did not start"; return 1; }
   [ "$sys" = jsd ] && jsd_lines=$(wc -l <"$logf")

@@ -9,6 +9,10 @@
 # jsd2_nats_c64: producer and workers on two jsds sharing the queues). The time is the
 # producer's, from the submission's write to the result's arrival in its
 # reader goroutine (one goroutine hand-off, the same for every system).
+# The floor, in the same run: relay and relay_unix, qload's line relay
+# (qload/relay.go) between the same producer and workers: no queue, no
+# parsing, the four cross-process hops of a round trip through jsd and
+# nothing else. What no broker here can go under.
 
 W3_needs="beanstalkd:beanstalkd gearmand:gearman-job-server"
 
@@ -18,7 +22,7 @@ bench_W3() {
   warm=$(pick 200 100)
   q_start_all "$BENCH_TMP/w3"
   declare -A g50=() g99=()
-  for s in $Q_SYSTEMS; do
+  for s in $Q_SYSTEMS relay relay_unix; do
     p50=- p99=-
     if out=$(q_run "$s" lat -n "$n" -warmup "$warm" -workers 2 -max-seconds 120); then
       p50=$(q_field p50_us "$out") p99=$(q_field p99_us "$out")
@@ -46,4 +50,9 @@ bench_W3() {
   for j in jsd_nats_c64 jsd2_nats_c64; do
     emit_ratio W3 "${j}_p50" jsd_c64_p50 "${g50[$j]}" "${g50[jsd_c64]}"
   done
+  emit_ratio W3 jsd_c1_p50 relay_p50 "${g50[jsd_c1]}" "${g50[relay]}"
+  emit_ratio W3 jsd_unix_c1_p50 relay_unix_p50 "${g50[jsd_unix_c1]}" "${g50[relay_unix]}"
+  # Where relay/best peer is over 0.5, even a broker doing nothing misses
+  # the p50 target over that transport here.
+  emit_ratio W3 relay_p50 "${best}_p50" "${g50[relay]}" "${g50[$best]}"
 }

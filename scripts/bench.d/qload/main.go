@@ -9,6 +9,7 @@
 //	qload tput -system S -addr ADDR [-worker-addr ADDR2] [-workers 2] [-outstanding 64] [-seconds 10] [-concurrency C]
 //	qload lat  -system S -addr ADDR [-worker-addr ADDR2] [-workers 2] [-n 5000] [-warmup 200] [-concurrency C]
 //	qload fill -system S -addr ADDR -pid PID [-n 1000000] [-window 4000]
+//	qload relay -listen ADDR
 //
 // S is jsd, beanstalkd or gearmand; ADDR is host:port (TCP) or unix:PATH.
 // -concurrency is the concurrency a jsd worker registers in can_do (0: none,
@@ -29,6 +30,9 @@
 // /proc/PID/status, with the connection still open. Prints
 // "rss0_kb=A rss_kb=B jobs=N bytes_per_job=X seconds=T", where bytes_per_job
 // is (B-A)/N less the 16-byte payload.
+//
+// relay: a line relay speaking the part of jsd's protocol the others use,
+// with no queue and no parsing (relay.go): W3's floor for any broker.
 //
 // Every loop is bounded: a run that sees no result for 10 s fails, and
 // every run has a hard -max-seconds. Errors go to stderr with exit 1.
@@ -70,6 +74,8 @@ func main() {
 		err = load(cmd, args)
 	case "fill":
 		err = fill(args)
+	case "relay":
+		err = relay(args)
 	default:
 		usage()
 	}
@@ -80,7 +86,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: qload freeport | waitfor -addr ADDR | tput|lat|fill -system jsd|beanstalkd|gearmand -addr ADDR [flags]")
+	fmt.Fprintln(os.Stderr, "usage: qload freeport | waitfor -addr ADDR | tput|lat|fill -system jsd|beanstalkd|gearmand -addr ADDR [flags] | relay -listen ADDR")
 	os.Exit(64)
 }
 
