@@ -490,6 +490,7 @@ func (js *jobState) fill(w *worker) {
 		}
 		return
 	}
+	dropped := 0
 	for len(w.running) < w.capacity {
 		r := js.best(w)
 		if r == 0 {
@@ -499,6 +500,18 @@ func (js *jobState) fill(w *worker) {
 		j := js.take(r)
 		if js.leaving[j.owner] { // its submitter is gone: being dropped (dropStored)
 			js.dropOwned(j.owner, j)
+			if dropped++; dropped == dropChunk {
+				// A chunk per hold of the lock, as dropStored: w (neither
+				// idle nor full) is filled again after others had it.
+				dropLater(func() {
+					js.call(func(st *loopState) {
+						if st.jobs.workers[w.p] == w {
+							st.jobs.fill(w)
+						}
+					})
+				})
+				return
+			}
 			continue
 		}
 		js.assign(w, j)
@@ -950,8 +963,7 @@ var dropLater = func(next func()) { go next() }
 // dropStored drops the queued jobs the store holds for p, whose connection
 // closed: one at a time (no records for all of them at once), a chunk per
 // hold of the lock. Until the last is gone, fill drops any of them it would
-// hand out (a worker of their type arriving meanwhile makes fill drop the
-// rest at once: as before the chunks, not worse).
+// hand out, a chunk per hold of the lock as well.
 func (js *jobState) dropStored(p peer) {
 	for n := 0; ; n++ {
 		o, ok := js.ownerIDs[p] // gone with p's last job in the store (and o reused)
