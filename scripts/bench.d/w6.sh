@@ -2,8 +2,11 @@
 # through jsd on one connection of the native protocol, p50/p99 in
 # microseconds, against a raw read+write of one byte on jsd's jobserver FIFO;
 # also the same round trip on a fresh connection each time (jsd_connect),
-# which is what every jsrun pays. The measuring program is slotrtt (Go, it
-# speaks the protocol itself, importing nothing from the repository).
+# which is what every jsrun pays; and the floor, the same two line exchanges
+# with a Go process that only echoes them (echo: what a round trip through
+# any daemon costs on this machine before the daemon does anything). The
+# measuring program is slotrtt (Go, it speaks the protocol itself, importing
+# nothing from the repository).
 
 bench_W6() {
   local rtt

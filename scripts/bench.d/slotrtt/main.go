@@ -1,7 +1,10 @@
 // Command slotrtt is workload W6 of scripts/bench: the round trip of one
 // slot through jsd (acquire, lease, release, released on one connection of
 // the native protocol, docs/protocol.md), against the floor of a raw
-// jobserver FIFO read and write of one byte, on the same jsd's FIFO.
+// jobserver FIFO read and write of one byte, on the same jsd's FIFO, and
+// against the same two line exchanges with a Go process that only echoes
+// them (echo.go: what any daemon's round trip costs here before it does
+// anything).
 //
 //	slotrtt -dir DIR [-n 20000] [-warmup 500] [-max-seconds 20]
 //
@@ -31,7 +34,13 @@ func main() {
 	warmup := flag.Int("warmup", 500, "unmeasured round trips first")
 	maxSeconds := flag.Float64("max-seconds", 20, "stop each measurement after this long, whatever -n says")
 	workload := flag.String("workload", "W6", "workload name printed first on each line")
+	echoServer := flag.String("echo-server", "", "internal: serve the echo floor on this unix socket")
 	flag.Parse()
+	if *echoServer != "" {
+		err := echoServe(*echoServer)
+		fmt.Fprintln(os.Stderr, "slotrtt -echo-server:", err)
+		os.Exit(1)
+	}
 	if *dir == "" || *n < 1 {
 		fmt.Fprintln(os.Stderr, "usage: slotrtt -dir DIR [-n N] [-warmup N] [-max-seconds S]")
 		os.Exit(64)
@@ -89,6 +98,11 @@ func run(w, dir string, n, warmup int, limit time.Duration) error {
 		return fmt.Errorf("fifo read+write: %w", err)
 	}
 
+	echo, err := echoFloor(n, warmup, limit)
+	if err != nil {
+		return fmt.Errorf("echo floor: %w", err)
+	}
+
 	jp50, jp99 := pct(jsd, 50), pct(jsd, 99)
 	fp50, fp99 := pct(raw, 50), pct(raw, 99)
 	line(w, "jsd", "rtt_p50", jp50, "us", len(jsd), n)
@@ -97,8 +111,12 @@ func run(w, dir string, n, warmup int, limit time.Duration) error {
 	line(w, "jsd_connect", "rtt_p99", pct(conn, 99), "us", len(conn), n/4+1)
 	line(w, "fifo", "rtt_p50", fp50, "us", len(raw), n)
 	line(w, "fifo", "rtt_p99", fp99, "us", len(raw), n)
+	line(w, "echo", "rtt_p50", pct(echo, 50), "us", len(echo), n)
+	line(w, "echo", "rtt_p99", pct(echo, 99), "us", len(echo), n)
 	fmt.Printf("%s ratio jsd/fifo_p50 %.2f x\n", w, jp50/fp50)
 	fmt.Printf("%s ratio jsd/fifo_p99 %.2f x\n", w, jp99/fp99)
+	// The floor: where echo's p50 is over 30 us, no daemon meets W6 here.
+	fmt.Printf("%s ratio jsd/echo_p50 %.2f x\n", w, jp50/pct(echo, 50))
 	return nil
 }
 
