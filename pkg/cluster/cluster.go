@@ -144,6 +144,10 @@ type Cluster struct {
 	nameTok  string
 	version  string
 
+	// watching, when set (tests), is called once WaitResult's watch of
+	// id has shown it not ended yet: the wait now waits for the change.
+	watching func(id string)
+
 	mu      sync.Mutex
 	types   map[string]*typeQueue // by type name
 	streams map[string]jetstream.Stream

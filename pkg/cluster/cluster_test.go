@@ -544,8 +544,10 @@ func TestWaitDetached(t *testing.T) {
 func TestWaitDetachedOnce(t *testing.T) {
 	urls := shared3.urls()
 	var cs []*Cluster
+	watching := make(chan string, 3)
 	for i := range urls {
 		cs = append(cs, connect(t, urls[i:i+1], fmt.Sprintf("wo-%d", i), nil))
+		cs[i].watching = func(id string) { watching <- id }
 	}
 	for round := 0; round < 20; round++ {
 		id := submit(t, cs[0], Job{Type: "wo", Detached: true})
@@ -561,7 +563,16 @@ func TestWaitDetachedOnce(t *testing.T) {
 			}()
 		}
 		d := fetch(t, cs[round%len(cs)], "wo", 1)[0]
-		time.Sleep(20 * time.Millisecond) // the waits are watching
+		for range cs { // every wait is watching before the outcome comes
+			select {
+			case got := <-watching:
+				if got != id {
+					t.Fatalf("round %d: a wait of %s is watching, want %s", round, got, id)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("round %d: the waits did not start watching", round)
+			}
+		}
 		if err := cs[round%len(cs)].Complete(ctxT(t, 5*time.Second), d, done(`"once"`)); err != nil {
 			t.Fatal(err)
 		}

@@ -233,6 +233,13 @@ func (c *Cluster) hasResult(ctx context.Context, id string) bool {
 	return err == nil && len(keys) > 0
 }
 
+// watchingHook calls the watching hook (tests), if any.
+func (c *Cluster) watchingHook(id string) {
+	if c.watching != nil {
+		c.watching(id)
+	}
+}
+
 // WaitResult waits for job id to end and returns its outcome. A detached
 // job's outcome is fetched: its id is free again and it is not kept after
 // (as `jsctl wait` in one jsd). A job with a submitter: its outcome is
@@ -305,10 +312,12 @@ func (c *Cluster) WaitResult(ctx context.Context, id string) (Result, error) {
 						if r.State == stEnded {
 							return ended(&r, cur.Seq)
 						}
+						c.watchingHook(id)
 						continue // the watch will show what comes next
 					}
 					return kept()
 				}
+				c.watchingHook(id)
 				continue
 			}
 			seen = true
